@@ -1,0 +1,106 @@
+"""The ``gatelab`` command: one subcommand per user task, each a thin call into a package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from gatelab.format import human_count, table
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from registry.listing import variant_row
+    from registry.loader import load_all
+
+    rows = [variant_row(spec) for spec in load_all()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ("id", "pos", "granularity", "sharing", "combine", "activation", "input",
+               "paper", "+params paper", "+params tiny")
+    print(table(headers, [
+        (r["id"], r["position"] or ("ctl:" + r["sdpa_control"] if r["sdpa_control"] else None),
+         r["granularity"], r["sharing"], r["combine"], r["activation"], r["input"],
+         r["paper_row"], human_count(r["added_params_paper"]),
+         human_count(r["added_params_tiny"]) + ("" if r["tiny_preset"] == "tiny"
+                                                else f" ({r['tiny_preset']})"))
+        for r in rows
+    ]))
+    print(f"\n{len(rows)} variants in ablations/. +params paper: at the paper's 15A2B shape "
+          "(24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128); counted from built modules.")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from registry.hashing import spec_hash
+    from registry.loader import load_variant
+    from registry.params import added_params, count_params
+    from registry.resolve import resolve_backbone
+    from registry.schema import to_plain
+
+    spec = load_variant(args.variant)
+    print(OmegaConf.to_yaml(OmegaConf.create(to_plain(spec))).rstrip())
+    backbone = resolve_backbone(spec, args.preset)
+    print(f"# spec hash: {spec_hash(spec)}")
+    print(f"# backbone at {args.preset}:")
+    print("\n".join(f"#   {line}" for line in
+                    OmegaConf.to_yaml(OmegaConf.create(to_plain(backbone))).splitlines()))
+    print(f"# parameters at {args.preset}: {count_params(spec, args.preset):,} "
+          f"({added_params(spec, args.preset):+,} against the baseline)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from registry.errors import SpecError
+    from registry.hashing import spec_hash
+    from registry.loader import load_spec
+
+    bad = 0
+    for path in args.files:
+        try:
+            spec = load_spec(Path(path))
+        except SpecError as err:
+            bad += 1
+            print(err, file=sys.stderr)
+        else:
+            print(f"ok       {path}  (id {spec.id}, hash {spec_hash(spec)})")
+    if bad:
+        print(f"{bad} of {len(args.files)} spec files are invalid", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatelab", description="Gated-attention ablations at small scale."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="every variant in ablations/, with added parameters")
+    p.add_argument("--json", action="store_true", help="print a JSON array of objects")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="the resolved spec of one variant")
+    p.add_argument("variant")
+    p.add_argument("--preset", default="tiny", help="size preset to resolve at (default tiny)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("validate", help="check spec files; non-zero exit if any is invalid")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"gatelab {args.command}: {message}", file=sys.stderr)
+        return 2

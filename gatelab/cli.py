@@ -74,6 +74,37 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from registry.loader import load_variant
+    from runners.recipe import load_recipe
+    from runners.run_config import Resources
+    from runners.summary import format_summary
+    from runners.train import train
+
+    overrides: dict[str, object] = {}
+    for key in ("steps", "lr", "seed", "batch_size", "seq_len", "size", "tokens"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = _parse_value(value)
+    spec = load_variant(args.variant)
+    recipe = load_recipe(args.preset, overrides)
+    resources = Resources(device=args.device, threads=args.threads, backend=args.backend,
+                          tracking_uri=args.tracking_uri, experiment=args.experiment,
+                          work_dir=Path(args.work_dir), progress=not args.no_progress)
+    result = train(spec, recipe, resources)
+    print(format_summary(spec.id, result))
+    return 0 if result.status in ("finished", "diverged") else 1
+
+
+def _parse_value(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatelab", description="Gated-attention ablations at small scale."
@@ -92,6 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check spec files; non-zero exit if any is invalid")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="train one variant and log it to MLflow")
+    p.add_argument("variant")
+    p.add_argument("--preset", default="tiny", help="recipe preset in recipes/ (default tiny)")
+    p.add_argument("--size", help="size preset, overriding the recipe's")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--tokens", type=int, help="training tokens (overrides --steps)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any recipe field, e.g. --set data.source=my.txt")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--backend", default="auto", choices=["auto", "sdpa", "flash", "explicit"])
+    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db here)")
+    p.add_argument("--experiment", default="gatelab")
+    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
@@ -100,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"gatelab {args.command}: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"gatelab {args.command}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130

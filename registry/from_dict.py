@@ -56,7 +56,8 @@ def _convert(tp: Any, value: object, problems: list[Problem], path: str) -> Any:
             problems.append(Problem(path, f"expected a mapping, got {_show(value)}"))
             return None
         return {
-            _convert(key_tp, k, problems, f"{path}.{k}"): _convert(val_tp, v, problems, f"{path}.{k}")
+            _convert(key_tp, k, problems, f"{path}.{k}"):
+            _convert(val_tp, v, problems, f"{path}.{k}")
             for k, v in value.items()
         }
     return _convert_scalar(tp, value, problems, path)
@@ -74,7 +75,8 @@ def _convert_dataclass(cls: Any, value: object, problems: list[Problem], path: s
             problems.append(
                 Problem(
                     f"{prefix}{key}",
-                    f"unknown field{closest(str(key), fields)}; allowed fields: {', '.join(fields)}",
+                    f"unknown field{closest(str(key), fields)}; "
+                    f"allowed fields: {', '.join(fields)}",
                 )
             )
     kwargs: dict[str, Any] = {}

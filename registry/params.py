@@ -7,7 +7,8 @@ from registry.resolve import count_built, resolve_backbone
 from registry.schema import VariantSpec
 
 BASELINE = VariantSpec(id="baseline", description="", hypothesis="")
-"""The root architecture (no gate, pre-norm, the preset's size) that ``added_params`` counts from."""
+"""The root architecture (no gate, pre-norm, the preset's size): what ``added_params`` counts
+from."""
 
 
 def count_params(spec: VariantSpec, preset: str | Backbone) -> int:

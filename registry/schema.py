@@ -104,7 +104,8 @@ class Capacity:
     kv_heads_mult: float = 1.0
     """Multiplier on the number of key/value heads (T1 row 2: 2, i.e. 4 -> 8)."""
     extra_experts: int = 0
-    """Experts added to the MoE FFN, in total and in the top-k (T1 row 4: 4). Needs an MoE preset."""
+    """Experts added to the MoE FFN, in total and in the top-k (T1 row 4: 4); needs an MoE
+    size preset."""
 
 
 @dataclass(frozen=True)

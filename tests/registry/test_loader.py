@@ -1,0 +1,130 @@
+"""Every spec in ablations/ loads; each kind of bad spec is rejected with its documented message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry.errors import SpecError
+from registry.loader import ABLATIONS_DIR, load_all, load_spec, load_variant
+from registry.schema import Activation, GateInput, Position, Sharing
+
+
+def test_every_ablation_loads_with_a_description_and_hypothesis() -> None:
+    specs = load_all()
+    assert len(specs) >= 24
+    for spec in specs:
+        assert spec.description and spec.hypothesis, spec.id
+        assert (ABLATIONS_DIR / f"{spec.id}.yaml").is_file()
+
+
+def test_a_diff_inherits_its_base_gate_and_not_its_paper_rows() -> None:
+    g2_headwise = load_variant("g2-headwise")
+    assert g2_headwise.base == "g2-elementwise"
+    assert g2_headwise.gate is not None
+    assert g2_headwise.gate.position is Position.G2
+    assert g2_headwise.gate.activation is Activation.SIGMOID
+    assert [p.label for p in g2_headwise.paper] == ["T1-11", "T6-5"]
+    assert load_variant("baseline").gate is None
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+HEAD = "base: baseline\ndescription: d\nhypothesis: h\n"
+
+# (file body after HEAD, field named in the message, fragments the message must contain)
+INVALID = {
+    "unknown-field": ("gate:\n  positon: G2\n", "gate.positon",
+                      ["unknown field", "did you mean 'position'", "allowed fields:"]),
+    "bad-enum": ("gate:\n  position: G7\n", "gate.position",
+                 ["'G7' is not allowed", "allowed: G1, G2, G3, G4, G5"]),
+    "bad-enum-close": ("gate:\n  activation: sigmod\n", "gate.activation",
+                       ["'sigmod' is not allowed", "did you mean 'sigmoid'"]),
+    "wrong-type": ("gate:\n  init:\n    bias: high\n", "gate.init.bias",
+                   ["expected a number", "'high' (str)"]),
+    "wrong-type-bool": ("param_match: 3\n", "param_match", ["expected true or false", "3 (int)"]),
+    "headwise-at-g5": ("gate:\n  position: G5\n  granularity: headwise\n", "gate.granularity",
+                       ["'headwise' is not allowed", "no heads", "use elementwise"]),
+    "shared-at-g5": ("gate:\n  position: G5\n  sharing: head-shared\n", "gate.sharing",
+                     ["'head-shared' is not allowed", "no heads", "use head-specific"]),
+    "gate-and-control": ("gate: {}\nsdpa_control: silu\n", "sdpa_control",
+                         ["cannot be combined with a gate", "gate: null"]),
+    "independent-bias": ("gate:\n  input: independent\n  init: {bias: 1.0}\n", "gate.init.bias",
+                         ["not allowed with input: independent"]),
+    "negative-mult": ("capacity:\n  q_heads_mult: -1\n", "capacity.q_heads_mult", ["must be > 0"]),
+    "paper-row-missing": ("paper:\n  - {table: 1}\n", "paper[0].row", ["is required but missing"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_spec_is_rejected_with_file_field_value_and_fix(tmp_path: Path, case: str) -> None:
+    body, field, fragments = INVALID[case]
+    path = _write(tmp_path, case, HEAD + body)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{path.resolve()}: {field}: "), message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
+    path = _write(tmp_path, "two-bad", HEAD + "gate:\n  position: G9\n  combine: times\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert [p.field for p in info.value.problems] == ["gate.position", "gate.combine"]
+
+
+def test_unknown_base_names_the_closest_spec(tmp_path: Path) -> None:
+    path = _write(tmp_path, "orphan", "base: g1-elementwize\ndescription: d\nhypothesis: h\n")
+    with pytest.raises(SpecError, match="base: 'g1-elementwize' is not a known spec "
+                                        r"\(did you mean 'g1-elementwise'\?\)"):
+        load_spec(path)
+
+
+def test_a_base_cycle_is_rejected(tmp_path: Path) -> None:
+    _write(tmp_path, "a", "base: b\ndescription: d\nhypothesis: h\n")
+    path = _write(tmp_path, "b", "base: a\ndescription: d\nhypothesis: h\n")
+    with pytest.raises(SpecError, match="makes a cycle: b -> a -> b"):
+        load_spec(path)
+
+
+def test_id_comes_from_the_file_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, "named", HEAD + "id: other\n")
+    with pytest.raises(SpecError, match="id: is not written in the file"):
+        load_spec(path)
+    with pytest.raises(SpecError, match="lowercase letters, digits and hyphens"):
+        load_spec(_write(tmp_path, "Bad_Name", HEAD))
+
+
+def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="<yaml>: cannot be parsed"):
+        load_spec(_write(tmp_path, "broken", HEAD + "gate: [unclosed\n"))
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_local_diff_of_a_local_base(tmp_path: Path) -> None:
+    _write(tmp_path, "my-gate", HEAD.replace("baseline", "g1-elementwise")
+           + "gate:\n  sharing: head-shared\n")
+    path = _write(tmp_path, "my-gate-static", "base: my-gate\ndescription: d\nhypothesis: h\n"
+                  "gate:\n  input: independent\n")
+    spec = load_spec(path)
+    assert spec.gate is not None
+    assert spec.gate.sharing is Sharing.HEAD_SHARED
+    assert spec.gate.input is GateInput.INDEPENDENT
+
+
+def test_gate_null_removes_the_base_gate(tmp_path: Path) -> None:
+    path = _write(tmp_path, "ungated", HEAD.replace("baseline", "g1-headwise") + "gate: null\n")
+    assert load_spec(path).gate is None
+
+
+def test_unknown_variant_suggests_an_id() -> None:
+    with pytest.raises(KeyError, match="did you mean 'g1-headwise'"):
+        load_variant("g1-headwse")

@@ -46,7 +46,8 @@ def explicit(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> tuple[Tensor, Te
     scores_BHTS = (q_BHTK @ k_BHTK.transpose(-1, -2)) * q_BTHK.shape[-1] ** -0.5
     T, S = scores_BHTS.shape[-2:]
     future = torch.ones(T, S, dtype=torch.bool, device=q_BTHK.device).triu(1)
-    probs_BHTS = scores_BHTS.float().masked_fill(future, float("-inf")).softmax(-1)
+    dtype = torch.promote_types(scores_BHTS.dtype, torch.float32)
+    probs_BHTS = scores_BHTS.to(dtype).masked_fill(future, float("-inf")).softmax(-1)
     out_BHTK = probs_BHTS.to(v_BHTK.dtype) @ v_BHTK
     return out_BHTK.transpose(1, 2), probs_BHTS
 

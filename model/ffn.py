@@ -45,7 +45,8 @@ class MoE(nn.Module):
 
     def forward(self, x_BTD: Tensor) -> tuple[Tensor, Tensor]:
         x_ND = x_BTD.reshape(-1, x_BTD.shape[-1])
-        probs_NE = self.router(x_ND).float().softmax(-1)
+        logits_NE = self.router(x_ND)
+        probs_NE = logits_NE.to(torch.promote_types(logits_NE.dtype, torch.float32)).softmax(-1)
         weights_NK, experts_NK = probs_NE.topk(self.top_k, dim=-1)
         weights_NK = (weights_NK / weights_NK.sum(-1, keepdim=True)).to(x_ND.dtype)
         y_ND = torch.zeros_like(x_ND)
@@ -57,6 +58,6 @@ class MoE(nn.Module):
             he = F.silu(xe @ self.w_gate_EHD[e].T) * (xe @ self.w_up_EHD[e].T)
             ye = (he @ self.w_down_EDH[e].T) * weights_NK[token_idx, slot, None]
             y_ND.index_add_(0, token_idx, ye)
-        chosen_fraction_E = F.one_hot(experts_NK, self.n_experts).float().mean((0, 1))
+        chosen_fraction_E = F.one_hot(experts_NK, self.n_experts).to(probs_NE.dtype).mean((0, 1))
         aux = self.coef * self.n_experts * (chosen_fraction_E * probs_NE.mean(0)).sum()
         return y_ND.view_as(x_BTD), aux

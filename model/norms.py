@@ -1,4 +1,4 @@
-"""RMSNorm, computed in float32 whatever the input dtype."""
+"""RMSNorm, computed in at least float32 (bf16/fp16 inputs are upcast; float64 stays)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).type_as(x)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        xf = x.to(dtype)
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * self.weight.to(dtype)).type_as(x)

@@ -8,9 +8,11 @@ import torch
 def rope_tables(
     head_dim: int, seq_len: int, base: float, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape (seq_len, head_dim), float32."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
-    angles_TF = torch.outer(torch.arange(seq_len, device=device).float(), inv_freq)
+    """cos and sin of shape (seq_len, head_dim), float64 (cast to the activations' dtype
+    where applied)."""
+    exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float64) / head_dim
+    inv_freq = 1.0 / (base**exponents)
+    angles_TF = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float64), inv_freq)
     angles_TK = torch.cat([angles_TF, angles_TF], dim=-1)
     return angles_TK.cos(), angles_TK.sin()
 

@@ -23,6 +23,8 @@ def from_dict(cls: type, data: object, problems: list[Problem], path: str = "") 
 
 
 def _convert(tp: Any, value: object, problems: list[Problem], path: str) -> Any:
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]

@@ -15,7 +15,15 @@ import torch
 from registry.backbone import Backbone
 from registry.errors import Problem, SpecError
 from registry.presets import get_preset
-from registry.schema import GateSpec, NormPlacement, SdpaControl, VariantSpec
+from registry.schema import (
+    Combine,
+    GateSpec,
+    Granularity,
+    NormPlacement,
+    Position,
+    SdpaControl,
+    VariantSpec,
+)
 
 
 def resolve_backbone(spec: VariantSpec, preset: str | Backbone) -> Backbone:
@@ -49,9 +57,23 @@ def _apply_capacity(spec: VariantSpec, bb: Backbone, where: str) -> Backbone:
         else:
             moe = dataclasses.replace(moe, n_experts=moe.n_experts + cap.extra_experts,
                                       top_k=moe.top_k + cap.extra_experts)
+    problems += _scale_cancelled_by_qk_norm(spec, bb)
     if problems:
         raise SpecError(where, problems)
     return dataclasses.replace(bb, n_heads=int(n_heads), n_kv_heads=int(n_kv), moe=moe)
+
+
+def _scale_cancelled_by_qk_norm(spec: VariantSpec, bb: Backbone) -> list[Problem]:
+    """A headwise multiplicative gate on q or k only rescales each head, which QK-norm's RMSNorm
+    then removes: the gate would do nothing."""
+    gate = spec.gate
+    if (gate is None or not bb.qk_norm or gate.position not in (Position.G3, Position.G4)
+            or gate.granularity is not Granularity.HEADWISE
+            or gate.combine is not Combine.MULTIPLICATIVE):
+        return []
+    return [Problem("gate.granularity", f"'headwise' with combine: multiplicative at "
+                    f"{gate.position.value} is cancelled by QK-norm (RMSNorm removes a per-head "
+                    "scale); use elementwise, combine: additive, or a size with qk_norm: false")]
 
 
 def _match_params(spec: VariantSpec, base: Backbone, bb: Backbone) -> Backbone:

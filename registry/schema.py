@@ -46,7 +46,7 @@ class Activation(enum.StrEnum):
 
 
 class GateInput(enum.StrEnum):
-    DEPENDENT = "dependent"  # scores = act(X W), X the pre-norm hidden state of the gated token
+    DEPENDENT = "dependent"  # act(X W), X: the gated token's normed block input
     INDEPENDENT = "independent"  # scores = act(P), P a learned (heads x width) parameter
 
 

@@ -67,6 +67,19 @@ def test_fractional_head_counts_are_rejected_at_resolve() -> None:
         resolve_backbone(spec, "tiny")
 
 
+@pytest.mark.parametrize("position", ["G3", "G4"])
+def test_a_headwise_scale_on_q_or_k_under_qk_norm_is_rejected(position: str) -> None:
+    from dataclasses import replace
+
+    from registry.schema import Granularity, Position
+
+    base = load_variant("g1-headwise")
+    assert base.gate is not None
+    gate = replace(base.gate, position=Position(position), granularity=Granularity.HEADWISE)
+    with pytest.raises(SpecError, match=f"at {position} is cancelled by QK-norm"):
+        resolve_backbone(replace(base, gate=gate), "tiny")
+
+
 def test_paper_presets_build_on_the_meta_device() -> None:
     from model.build import build_model
 

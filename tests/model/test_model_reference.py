@@ -1,0 +1,178 @@
+"""The whole LM against the naive float64 reference, and invariants of every spec in ablations/."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import naive_reference as ref
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.build import build_model
+from model.ffn import MoE
+from model.transformer import GatedLM
+from registry.backbone import Backbone, MoEConfig
+from registry.listing import tiny_preset_for
+from registry.loader import load_all, load_variant
+from registry.params import count_params
+from registry.schema import (
+    Activation,
+    Combine,
+    GateInit,
+    GateSpec,
+    Granularity,
+    NormPlacement,
+    Position,
+    SdpaControl,
+    Sharing,
+    VariantSpec,
+    WeightInit,
+)
+
+DENSE = Backbone(
+    n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn_hidden=64, vocab_size=50
+)
+MOE = dataclasses.replace(DENSE, moe=MoEConfig(n_experts=4, top_k=2, expert_hidden=16))
+B, T = 2, 7
+
+# Everything runs in float64, so agreement is to float64 rounding; a wrong semantics shows as
+# an O(1) difference.
+TOL = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def _spec(
+    gate: GateSpec | None = None,
+    norm: NormPlacement = NormPlacement.PRE,
+    control: SdpaControl | None = None,
+) -> VariantSpec:
+    return VariantSpec(
+        id="x", description="", hypothesis="", base="baseline", gate=gate, norm=norm,
+        sdpa_control=control,
+    )
+
+
+CASES: dict[str, tuple[VariantSpec, Backbone]] = {
+    "baseline": (_spec(), DENSE),
+    "g1-elementwise": (_spec(GateSpec()), DENSE),
+    "g2-headwise-shared-bias": (
+        _spec(GateSpec(Position.G2, Granularity.HEADWISE, Sharing.HEAD_SHARED,
+                       init=GateInit(bias=2.0))),
+        DENSE,
+    ),
+    "sandwich": (_spec(norm=NormPlacement.SANDWICH), DENSE),
+    "sandwich-g5": (_spec(GateSpec(Position.G5), norm=NormPlacement.SANDWICH), DENSE),
+    "group-rmsnorm": (_spec(control=SdpaControl.GROUP_RMSNORM), DENSE),
+    "untied-no-qk-norm": (
+        _spec(GateSpec()), dataclasses.replace(DENSE, tie_embeddings=False, qk_norm=False),
+    ),
+    "moe": (_spec(), MOE),
+    "moe-g1-elementwise": (_spec(GateSpec()), MOE),
+}
+
+
+def _tokens(vocab_size: int, seed: int, length: int = T) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(vocab_size, (B, length), generator=generator)
+
+
+def _built(spec: VariantSpec, backbone: Backbone, seed: int = 1) -> GatedLM:
+    model = build_model(spec, backbone, dtype=torch.float64)
+    ref.randomize(model, seed)
+    return model
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_and_aux_loss_match_the_reference(case: str) -> None:
+    spec, backbone = CASES[case]
+    model = _built(spec, backbone)
+    idx = _tokens(backbone.vocab_size, seed=2)
+    out = model(idx)
+    params = ref.Params(model)
+    logits, aux = ref.lm(backbone, spec, params, idx)
+    assert out.logits.dtype == torch.float64
+    torch.testing.assert_close(out.logits, logits, **TOL)
+    torch.testing.assert_close(out.aux_loss.double(), aux, **TOL)
+    assert params.unused() == set(), "the model has parameters the reference does not use"
+    if backbone.moe is not None:
+        assert aux > 0
+
+
+def test_the_baseline_has_no_gate_and_the_parameters_of_the_named_baseline() -> None:
+    plain = build_model(_spec(), DENSE)
+    named = build_model(load_variant("baseline"), DENSE)
+    assert plain.gates() == [] and named.gates() == []
+    names = {n for n, _ in plain.named_parameters()}
+    assert names == {n for n, _ in named.named_parameters()}
+    assert not any(".attn.gate_" in n for n in names)
+
+
+@pytest.mark.parametrize("position", list(Position))
+def test_a_gate_only_adds_its_own_parameters(position: Position) -> None:
+    base = {n for n, _ in build_model(_spec(), DENSE).named_parameters()}
+    gated = build_model(_spec(GateSpec(position)), DENSE)
+    assert len(gated.gates()) == DENSE.n_layers
+    extra = {n for n, _ in gated.named_parameters()} - base
+    assert base <= {n for n, _ in gated.named_parameters()}
+    attr = ref.GATE_ATTR[position]
+    assert extra == {f"blocks.{i}.attn.{attr}.logits.proj.weight" for i in range(DENSE.n_layers)}
+
+
+@pytest.mark.parametrize("position", list(Position))
+def test_a_zero_additive_identity_gate_leaves_the_baseline_logits_unchanged(
+    position: Position,
+) -> None:
+    baseline = _built(_spec(), DENSE)
+    zero_gate = GateSpec(
+        position, combine=Combine.ADDITIVE, activation=Activation.IDENTITY,
+        init=GateInit(weight=WeightInit.ZERO),
+    )
+    gated = build_model(_spec(zero_gate), DENSE, dtype=torch.float64)
+    missing, unexpected = gated.load_state_dict(baseline.state_dict(), strict=False)
+    assert unexpected == [] and len(missing) == DENSE.n_layers
+    assert all(f".{ref.GATE_ATTR[position]}." in n for n in missing)
+    idx = _tokens(DENSE.vocab_size, seed=3)
+    torch.testing.assert_close(gated(idx).logits, baseline(idx).logits, rtol=0, atol=0)
+
+
+def test_moe_aux_loss_is_the_switch_loss() -> None:
+    cfg = MoEConfig(n_experts=6, top_k=2, expert_hidden=16, aux_loss_coef=0.03)
+    layer = MoE(DENSE.d_model, cfg, out_std=0.02).double()
+    ref.randomize(layer, seed=4)
+    x = torch.randn(B, T, DENSE.d_model, dtype=torch.float64)
+    y, aux = layer(x)
+    want_y, want_aux = ref.moe(cfg, ref.Params(layer), "", x)
+    torch.testing.assert_close(y, want_y, **TOL)
+    torch.testing.assert_close(aux.double(), want_aux, **TOL)
+
+
+def test_a_uniform_router_gives_an_aux_loss_of_exactly_the_coefficient() -> None:
+    # f sums to 1 over experts and every p_e is 1/E, so E * sum_e f_e p_e = 1 whatever is chosen.
+    cfg = MoEConfig(n_experts=5, top_k=2, expert_hidden=8, aux_loss_coef=0.07)
+    layer = MoE(DENSE.d_model, cfg, out_std=0.02)
+    with torch.no_grad():
+        layer.router.weight.zero_()
+    _, aux = layer(torch.randn(B, T, DENSE.d_model))
+    assert aux.item() == pytest.approx(0.07, rel=1e-6)
+
+
+SPECS = {spec.id: spec for spec in load_all()}
+
+
+@pytest.mark.parametrize("variant", sorted(SPECS))
+def test_every_spec_trains_a_step_and_counts_its_built_parameters(variant: str) -> None:
+    spec = SPECS[variant]
+    preset = tiny_preset_for(spec)
+    torch.manual_seed(0)
+    model = build_model(spec, preset)
+    assert len(model.gates()) == (model.backbone.n_layers if spec.gate is not None else 0)
+    idx = _tokens(model.backbone.vocab_size, seed=5, length=16)
+    out = model(idx)
+    loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), idx[:, 1:].flatten()) + out.aux_loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+    built = sum(p.numel() for p in model.parameters())
+    assert count_params(spec, preset) == built == model.num_params()

@@ -99,6 +99,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status in ("finished", "diverged") else 1
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from runners.sweep import SweepContext, dry_run, run_sweep
+
+    ctx = SweepContext(tracking_uri=args.tracking_uri, experiment=args.experiment,
+                       work_dir=Path(args.work_dir).resolve(), address=args.address,
+                       retry_failed=args.retry_failed, progress=not args.no_progress,
+                       sweeps_file=Path(args.sweeps).resolve())
+    if args.dry_run:
+        dry_run(args.name, ctx, args.json)
+        return 0
+    rows = run_sweep(args.name, ctx)
+    where = ctx.tracking_uri
+    print(f"\nResults: MLflow store {where}, experiment {args.experiment!r}, runs tagged "
+          f"gatelab.sweep.{args.name}=1.")
+    if where.startswith("sqlite:///"):
+        print(f"Open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {where} "
+              "--host 127.0.0.1  (then http://127.0.0.1:5000)")
+    return 1 if any(r.get("status") == "failed" for r in rows) else 0
+
+
 def _parse_value(text: str) -> object:
     import yaml
 
@@ -145,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run a named sweep of sweeps.yaml on Ray")
+    p.add_argument("name")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its cost only")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+    p.add_argument("--retry-failed", action="store_true", help="rerun runs that failed")
+    p.add_argument("--sweeps", default=str(Path(__file__).resolve().parent.parent / "sweeps.yaml"),
+                   help="the sweeps file (default: the repository's sweeps.yaml)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
+                   "local Ray started here)")
+    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db here)")
+    p.add_argument("--experiment", default="gatelab")
+    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

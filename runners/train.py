@@ -188,13 +188,17 @@ def train(
     recipe: Recipe,
     resources: Resources | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RunResult:
-    """Train ``spec`` with ``recipe``; see the module docstring."""
+    """Train ``spec`` with ``recipe``; see the module docstring. ``tags`` are added to the
+    MLflow run (a sweep marks its runs with them), also when the hash is already done."""
     resources = resources or Resources()
     client, uri = RunTracker.client_for(resources.tracking_uri)
     rhash = run_hash(spec, recipe)
     found = RunTracker.find(client, resources.experiment, rhash)
     if found is not None and found.data.tags.get(STATUS_TAG) in DONE_STATUSES:
+        if tags:
+            RunTracker(client, found.info.run_id, uri).set_tags(tags)
         summary = {k: v for k, v in found.data.metrics.items()}
         return RunResult(found.info.run_id, rhash, found.data.tags[STATUS_TAG], summary, True)
 
@@ -222,6 +226,7 @@ def train(
         "gatelab.position": gate.position.value if gate else "none",
         "gatelab.granularity": gate.granularity.value if gate else "none",
         "gatelab.paper_row": spec.paper_row or "none", "gatelab.data": data.describe(),
+        **(tags or {}),
     })
     if saved is None:
         tracker.log_json("config.json", config)
@@ -290,11 +295,12 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
     r, data, step = loop.recipe, loop.data, loop.step
     summary: dict[str, Any] = {
         "status": "diverged" if divergence else "finished", "steps": step,
-        "train_loss": sum(loop.recent_losses) / max(len(loop.recent_losses), 1),
+        "train_loss_last20": sum(loop.recent_losses) / max(len(loop.recent_losses), 1),
         "loss_spikes": loop.spikes.count, "spike_score": loop.spikes.score,
         "max_grad_norm": loop.max_grad_norm,
         "tokens_per_s": loop.tokens_seen / max(loop.train_time_s, 1e-9),
         "train_time_s": loop.train_time_s, "params": loop.model.num_params(),
+        "vocab_size": loop.model.backbone.vocab_size,
         "tokens": loop.tokens_seen,
     }
     if divergence:

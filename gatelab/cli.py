@@ -101,7 +101,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from runners.sweep import SweepContext, dry_run, run_sweep
+    from runners.sweep_spec import get_sweep
 
+    get_sweep(args.name, Path(args.sweeps))  # a bad sweeps file fails before anything starts
     ctx = SweepContext(tracking_uri=args.tracking_uri, experiment=args.experiment,
                        work_dir=Path(args.work_dir).resolve(), address=args.address,
                        retry_failed=args.retry_failed, progress=not args.no_progress,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -214,10 +216,11 @@ def test_an_interrupted_optuna_search_resumes(place: dict[str, str]) -> None:
 def test_ray_job_submit_runs_a_sweep_on_a_started_cluster(place: dict[str, str]) -> None:
     env = ray_env()
     ray_bin = str(Path(sys.executable).parent / "ray")
-    tmp = Path(place["tmp"])
+    # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes max).
+    ray_tmp = tempfile.mkdtemp(prefix="gl-ray-", dir="/tmp")
     start = subprocess.run([ray_bin, "start", "--head", "--port", "6391", "--num-cpus", "2",
                             "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275",
-                            "--temp-dir", str(tmp / "ray")], env=env, capture_output=True,
+                            "--temp-dir", ray_tmp], env=env, capture_output=True,
                            text=True, timeout=120)
     assert start.returncode == 0, start.stderr
     try:
@@ -232,5 +235,6 @@ def test_ray_job_submit_runs_a_sweep_on_a_started_cluster(place: dict[str, str])
         assert "2 ran now" in submit.stdout
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert set(statuses(place["uri"]).values()) == {"finished"}
     assert len(runs_by_hash(place["uri"])) == 2

@@ -15,11 +15,13 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+# This machine's pip config lists local index folders that may be absent: drop those warnings.
+quiet() { "$@" 2> >(grep -v "is neither a file nor a directory" >&2); }
 
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   echo "setup: no NVIDIA GPU found: installing the CPU build of torch 2.13.0" >&2
-  "${pip[@]}" "torch==2.13.0"
+  quiet "${pip[@]}" "torch==2.13.0"
 fi
 echo "setup: installing gatelab and its dependencies into .venv/ (first time: about 2 minutes)" >&2
-"${pip[@]}" -e ".[dev]"
+quiet "${pip[@]}" -e ".[dev]"
 echo "$want" > "$stamp"

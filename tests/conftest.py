@@ -11,17 +11,18 @@ import pytest
 _real_connect = socket.socket.connect
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: only "localhost" counts
+        return host == "localhost"
+
+
 def _loopback_only(self: socket.socket, address: object) -> object:
     host = address[0] if isinstance(address, tuple) else None
-    if host is not None and self.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            ip = None  # a host name: only "localhost" is allowed
-            if host != "localhost":
-                raise OSError(f"tests may not reach the network: connect to {host!r} blocked")
-        if ip is not None and not ip.is_loopback:
-            raise OSError(f"tests may not reach the network: connect to {host!r} blocked")
+    inet = self.family in (socket.AF_INET, socket.AF_INET6)
+    if host is not None and inet and not _is_loopback(str(host)):
+        raise OSError(f"tests may not reach the network: connect to {host!r} blocked")
     return _real_connect(self, address)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,74 @@
+"""Benchmark (not a test): N tiny runs through a Ray sweep against the same runs one after
+another in this process without Ray, and Ray's fixed start-up cost, measured in one run.
+Writes ``docs/benchmarks/ray_parallel.json``.
+
+    .venv/bin/python benchmarks/ray_parallel.py [--runs 4] [--steps 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "ray_parallel.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gatelab-raybench-"))
+    seeds = list(range(args.runs))
+    sweeps = work / "sweeps.yaml"
+    sweeps.write_text(
+        f"bench:\n  description: benchmark\n  variants: [baseline]\n  recipe: tiny\n"
+        f"  overrides: {{steps: {args.steps}, eval_every: 50, checkpoint_every: 50}}\n"
+        f"  seeds: {seeds}\n  resources: {{cpus: 1}}\n")
+
+    from registry.loader import load_variant
+    from runners.data import DataConfig, prepare_data
+    from runners.recipe import load_recipe
+    from runners.run_config import Resources
+    from runners.sweep import SweepContext, connect_ray, run_sweep
+    from runners.train import train
+
+    cores = os.cpu_count() or 1
+    serial_s: dict[int, float] = {}
+    for threads in sorted({1, cores}):
+        place = work / f"serial{threads}"
+        prepare_data(DataConfig(cache_dir=str(place / "cache")))
+        start = time.perf_counter()
+        for seed in seeds:
+            recipe = load_recipe("tiny", {"steps": args.steps, "eval_every": 50,
+                                          "checkpoint_every": 50, "seed": seed})
+            train(load_variant("baseline"), recipe,
+                  Resources(threads=threads, tracking_uri=f"sqlite:///{place}.db",
+                            work_dir=place, progress=False))
+        serial_s[threads] = time.perf_counter() - start
+    prepare_data(DataConfig(cache_dir=str(work / "ray" / "cache")))
+
+    start = time.perf_counter()
+    connect_ray(None)
+    startup_s = time.perf_counter() - start
+    ctx = SweepContext(tracking_uri=f"sqlite:///{work}/ray.db", work_dir=work / "ray",
+                       progress=False, sweeps_file=sweeps)
+    run_sweep("bench", ctx)
+    ray_s = time.perf_counter() - start
+    report = {"runs": args.runs, "steps": args.steps, "cores": cores,
+              "serial_1_thread_s": serial_s[1], f"serial_{cores}_threads_s": serial_s[cores],
+              "ray_s": ray_s, "ray_startup_s": startup_s,
+              "speedup_vs_serial_1_thread": serial_s[1] / ray_s,
+              "speedup_vs_serial_all_threads": serial_s[cores] / ray_s,
+              "parallel_efficiency": serial_s[1] / ray_s / min(cores, args.runs)}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -44,12 +44,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     from registry.schema import to_plain
 
     spec = load_variant(args.variant)
-    print(OmegaConf.to_yaml(OmegaConf.create(to_plain(spec))).rstrip())
+    print(OmegaConf.to_yaml(to_plain(spec)).rstrip())
     backbone = resolve_backbone(spec, args.preset)
     print(f"# spec hash: {spec_hash(spec)}")
     print(f"# backbone at {args.preset}:")
     print("\n".join(f"#   {line}" for line in
-                    OmegaConf.to_yaml(OmegaConf.create(to_plain(backbone))).splitlines()))
+                    OmegaConf.to_yaml(to_plain(backbone)).splitlines()))
     print(f"# parameters at {args.preset}: {count_params(spec, args.preset):,} "
           f"({added_params(spec, args.preset):+,} against the baseline)")
     return 0

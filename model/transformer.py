@@ -85,7 +85,7 @@ class GatedLM(nn.Module):
 
     def gates(self) -> list[Gate]:
         """Every gate module, in layer order."""
-        return [g for block in self.blocks for g in block.attn.gates()]
+        return [g for m in self.modules() if isinstance(m, Attention) for g in m.gates()]
 
     def num_params(self) -> int:
         """Parameters of the built module, each shared tensor (tied embeddings) counted once."""

@@ -93,7 +93,7 @@ def _merged_dict(path: Path, folders: tuple[Path, ...], chain: tuple[str, ...]) 
     own["id"] = path.stem
     base_id = own.get("base")
     if base_id is None:
-        return own
+        return {str(k): v for k, v in own.items()}
     if not isinstance(base_id, str):
         raise SpecError(source, [Problem("base", f"expected a spec id, got {base_id!r}")])
     if base_id in (*chain, path.stem):
@@ -113,7 +113,7 @@ def _merged_dict(path: Path, folders: tuple[Path, ...], chain: tuple[str, ...]) 
     merged = OmegaConf.merge(OmegaConf.create(inherited), OmegaConf.create(own))
     data = OmegaConf.to_container(merged, resolve=True)
     assert isinstance(data, dict)
-    return data
+    return {str(k): v for k, v in data.items()}
 
 
 def _find_base(base_id: str, folders: tuple[Path, ...]) -> Path | None:

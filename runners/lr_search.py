@@ -64,7 +64,8 @@ def search_plan(name: str, sweep: Sweep, ctx: Any, recorded: dict[str, Any]) -> 
 
     assert sweep.search is not None
     storage = storage_url(ctx.tracking_uri, ctx.work_dir)
-    runs, notes = [], []
+    runs: list[dict[str, Any]] = []
+    notes: list[str] = []
     for spec in selected_variants(sweep):
         for seed in sweep.seeds:
             sname = f"{study_name(name, spec)}:s{seed}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -159,14 +160,14 @@ class SpikeDetector:
             self.window.append(loss)
         return spike
 
-    def state_dict(self) -> dict[str, object]:
+    def state_dict(self) -> dict[str, Any]:
         return {"window": list(self.window), "count": self.count, "score": self.score}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.window.clear()
-        self.window.extend(state["window"])  # type: ignore[arg-type]
-        self.count = int(state["count"])  # type: ignore[arg-type]
-        self.score = float(state["score"])  # type: ignore[arg-type]
+        self.window.extend(state["window"])
+        self.count = int(state["count"])
+        self.score = float(state["score"])
 
 
 def diverged(loss: float, step: int, warmup: int, first_loss: float, margin: float) -> str | None:

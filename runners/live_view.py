@@ -16,8 +16,10 @@ class LiveView:
         self.runs = {p.run_hash: p for p in runs}
         self.board = board
         self.done: set[str] = set()
+        # In a log file (not a terminal) redraw rarely: every redraw appends a line's worth.
         self.bar = tqdm(total=len(runs), unit="run", desc="sweep", file=sys.stderr,
-                        disable=not enabled, dynamic_ncols=True)
+                        disable=not enabled, dynamic_ncols=True,
+                        mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
     def refresh(self) -> None:
         import ray

@@ -9,6 +9,7 @@ same MLflow run. Divergence is a result (status ``diverged``), not an exception.
 from __future__ import annotations
 
 import contextlib
+import sys
 import dataclasses
 import math
 import time
@@ -326,4 +327,5 @@ def _progress_bar(loop: _Loop, total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, initial=loop.step, desc=loop.spec.id, unit="step",
-                dynamic_ncols=True, leave=True)
+                dynamic_ncols=True, leave=True,
+                mininterval=0.2 if sys.stderr.isatty() else 30.0)

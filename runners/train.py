@@ -9,9 +9,9 @@ same MLflow run. Divergence is a result (status ``diverged``), not an exception.
 from __future__ import annotations
 
 import contextlib
-import sys
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = load_recipe("tiny", {"steps": args.steps, "eval_every": 50,
@@ -74,9 +76,16 @@ def main() -> None:
     }
     variants = ["baseline"] + [s.id for s in load_all() if s.gate is not None
                                and s.gate.position.value in ("G1", "G2")]
-    steps = max(20, args.steps // 3)
-    times = {v: bare_loop(v, recipe, data, steps) for v in variants}
-    report["step_time_ratio_vs_baseline"] = {v: t / times["baseline"] for v, t in times.items()}
+    # Interleaved rounds, medians: a busy machine slows whatever runs at that moment, so each
+    # variant is timed once per round, next to the baseline, and the median ratio is kept.
+    steps = max(10, args.steps // 6)
+    ratios: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for v in variants:
+            base = bare_loop("baseline", recipe, data, steps)
+            ratios[v].append(bare_loop(v, recipe, data, steps) / base)
+    report["step_time_ratio_vs_baseline"] = {v: statistics.median(r) for v, r in ratios.items()}
+    report["step_time_rounds"] = args.rounds
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2))
     print(f"bare loop      {bare_tps:10,.0f} tokens/s")

@@ -66,6 +66,7 @@ def search_plan(name: str, sweep: Sweep, ctx: Any, recorded: dict[str, Any]) -> 
     storage = storage_url(ctx.tracking_uri, ctx.work_dir)
     runs: list[dict[str, Any]] = []
     notes: list[str] = []
+    left = 0
     for spec in selected_variants(sweep):
         for seed in sweep.seeds:
             sname = f"{study_name(name, spec)}:s{seed}"
@@ -81,8 +82,8 @@ def search_plan(name: str, sweep: Sweep, ctx: Any, recorded: dict[str, Any]) -> 
                 plan = make_plan([(spec, recipe)], recorded)
                 runs.extend(p.as_dict() for p in plan)
             notes.append(f"{sname}: {len(done)}/{sweep.search.trials} trials done")
-    counts = {"done": len(runs), "trials left": sum(
-        max(0, sweep.search.trials - int(n.split(": ")[1].split("/")[0])) for n in notes)}
+            left += max(0, sweep.search.trials - len(done))
+    counts = {"done": len(runs), "trials left": left}
     return {"sweep": name, "runs": runs, "counts": counts, "notes": notes,
             "estimate": None, "storage": storage}
 

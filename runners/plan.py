@@ -15,6 +15,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from registry.params import count_params
+from registry.presets import get_preset
 from registry.schema import VariantSpec
 from runners.recipe import Recipe, load_recipe
 from runners.sweep_spec import Sweep, selected_variants
@@ -128,8 +129,6 @@ def estimate(plan: list[PlannedRun], recorded: dict[str, Any], parallel: int | N
     seconds = 0.0
     for p in left:
         n = count_params(p.spec, p.recipe.size)
-        from registry.presets import get_preset
-
         bb = get_preset(p.recipe.size)
         attention = 6 * bb.n_layers * p.recipe.seq_len * bb.n_heads * bb.head_dim
         flops += (6 * n + attention) * p.tokens

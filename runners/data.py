@@ -1,137 +1,194 @@
 """The data a run trains on: token ids of each split, cached, and batches drawn from them.
 
-``prepare_data(DataConfig)`` reads the corpus (``runners/corpus.py``), trains or loads the
-tokenizer (``runners/tokenizer.py``) and caches the token ids, so a second run starts at once.
-Bits per byte (``loss / ln 2 / bytes_per_token``) compare runs across tokenizers.
+``prepare_data(DataConfig)`` finds the corpus (``runners/corpus.py``), trains or loads the
+tokenizer (``runners/tokenizer.py``) and caches the token ids under ``cache_dir`` as
+``tokens-<corpus key>-<tokenizer key>.npz``; a second call only hashes the source and loads
+that file. Each split is its documents' tokens, each followed by the end-of-text id.
+Bits per byte (``bits_per_byte``) compare losses across tokenizers.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import cast
 
 import numpy as np
 import torch
 
-from runners.corpus import load_corpus
-from runners.tokenizer import TOKENIZER_VERSION, ByteTokenizer, TextTokenizer, load_or_train_bpe
-
-SPLITS = ("train", "val", "test")
+from runners.corpus import SPLITS, SplitName, locate_source, read_corpus
+from runners.tokenizer import (
+    MIN_BPE_VOCAB,
+    TOKENIZER_KINDS,
+    TOKENIZER_VERSION,
+    TextTokenizer,
+    TokenizerKind,
+    cached_tokenizer,
+    fit_tokenizer,
+)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "wiki"
+    """``wiki`` (the built-in corpus) or a path: a text file, a folder of .txt files, or a
+    .parquet/.jsonl file."""
     text_column: str = "text"
-    tokenizer: Literal["bpe", "bytes"] | str = "bpe"
+    """The column holding the text, for .parquet/.jsonl sources."""
+    tokenizer: str = "bpe"
+    """One of ``TOKENIZER_KINDS``: ``bpe`` or ``bytes``. Typed ``str`` because recipes pass a
+    plain string; checked on construction."""
     vocab_size: int = 4096
+    """BPE vocabulary size requested; ignored by ``bytes`` (always 257)."""
     cache_dir: str = ".gatelab/cache"
 
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ValueError(f"data.tokenizer {self.tokenizer!r} is not allowed; allowed: "
+                             f"{', '.join(TOKENIZER_KINDS)}")
+        if self.tokenizer == "bpe" and self.vocab_size < MIN_BPE_VOCAB:
+            raise ValueError(f"data.vocab_size {self.vocab_size} is too small for bpe (at least "
+                             f"{MIN_BPE_VOCAB}); use data.tokenizer=bytes for raw bytes")
 
-@dataclass
+    @property
+    def tokenizer_kind(self) -> TokenizerKind:
+        return cast(TokenizerKind, self.tokenizer)
+
+    @property
+    def tokenizer_key(self) -> str:
+        vocab = "" if self.tokenizer == "bytes" else str(self.vocab_size)
+        return f"{self.tokenizer}{vocab}-t{TOKENIZER_VERSION}"
+
+
+@dataclass(frozen=True, eq=False)
 class TokenData:
     train: np.ndarray
+    """Token ids (uint16 when the vocabulary fits, else int32), documents joined by EOT."""
     val: np.ndarray
     test: np.ndarray
     vocab_size: int
+    """The tokenizer's actual size: the model's embedding size."""
     bytes_per_token: dict[str, float]
+    """Per split: UTF-8 bytes of its documents / its token count (end-of-text ids included)."""
     corpus_name: str
     corpus_hash: str
-    tokenizer_name: str
-    tokenizer: TextTokenizer | None = field(default=None, repr=False)
-    """Loaded lazily for cached data (``get_tokenizer``); training does not need it."""
+    tokenizer: TextTokenizer = field(repr=False)
     from_cache: bool = False
+    """True when the token ids were loaded, not encoded."""
     seconds: float = 0.0
+    """Time ``prepare_data`` took."""
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name
+
+    def split(self, name: SplitName) -> np.ndarray:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def describe(self) -> str:
-        n = {s: len(getattr(self, s)) for s in SPLITS}
+        n = {s: len(self.split(s)) for s in SPLITS}
         return (f"{self.corpus_name} ({self.corpus_hash}), {self.tokenizer_name} vocab "
                 f"{self.vocab_size}: {n['train']:,} train / {n['val']:,} val / {n['test']:,} "
                 f"test tokens, {self.bytes_per_token['train']:.2f} bytes/token")
 
 
 def prepare_data(cfg: DataConfig) -> TokenData:
-    """Token ids of every split for ``cfg``, from the cache when it has them."""
+    """Token ids of every split for ``cfg``, from the cache when it has them and the tokenizer."""
     start = time.perf_counter()
     cache = Path(cfg.cache_dir)
-    corpus = load_corpus(cfg.source, cfg.text_column)
-    tok_name = "bytes" if cfg.tokenizer == "bytes" else f"bpe{cfg.vocab_size}"
-    ids_path = cache / f"tokens-{corpus.content_hash}-{tok_name}-t{TOKENIZER_VERSION}.npz"
-    if ids_path.is_file():
-        with np.load(ids_path) as saved:
-            arrays = {s: saved[s] for s in SPLITS}
-            vocab, bpt = int(saved["vocab_size"]), json_dict(saved["bytes_per_token"])
-        return TokenData(**arrays, vocab_size=vocab, bytes_per_token=bpt,
-                         corpus_name=corpus.name, corpus_hash=corpus.content_hash,
-                         tokenizer_name=tok_name, from_cache=True,
-                         seconds=time.perf_counter() - start)
-    tokenizer = get_tokenizer(cfg, corpus.documents["train"], corpus.content_hash)
-    arrays, bpt = {}, {}
-    for split in SPLITS:
-        docs = corpus.documents[split]
-        ids: list[int] = []
-        for doc_ids in tokenizer.encode_batch(docs):
-            ids.extend(doc_ids)
-            ids.append(tokenizer.eot_id)
-        dtype = np.uint16 if tokenizer.vocab_size <= 65535 else np.int32
-        arrays[split] = np.asarray(ids, dtype=dtype)
-        bpt[split] = sum(len(d.encode("utf-8")) for d in docs) / max(len(ids), 1)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = ids_path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays, vocab_size=tokenizer.vocab_size,
-             bytes_per_token=np.array([bpt[s] for s in SPLITS]))
-    tmp.replace(ids_path)
-    return TokenData(**arrays, vocab_size=tokenizer.vocab_size, bytes_per_token=bpt,
-                     corpus_name=corpus.name, corpus_hash=corpus.content_hash,
-                     tokenizer_name=tok_name, tokenizer=tokenizer,
+    source = locate_source(cfg.source, cfg.text_column)
+    tokens_path = cache / f"tokens-{source.key}-{cfg.tokenizer_key}.npz"
+    tokenizer = cached_tokenizer(cfg.tokenizer_kind, cfg.vocab_size, source.key, cache)
+    if tokenizer is not None and tokens_path.is_file():
+        arrays, bytes_per_token = _load_tokens(tokens_path)
+        from_cache = True
+    else:
+        corpus = read_corpus(source)
+        tokenizer = fit_tokenizer(cfg.tokenizer_kind, cfg.vocab_size, source.key, cache,
+                                  corpus.documents["train"])
+        arrays, bytes_per_token = _encode_splits(tokenizer, corpus.documents)
+        _save_tokens(tokens_path, arrays, bytes_per_token)
+        from_cache = False
+    return TokenData(train=arrays["train"], val=arrays["val"], test=arrays["test"],
+                     vocab_size=tokenizer.vocab_size, bytes_per_token=bytes_per_token,
+                     corpus_name=source.name, corpus_hash=source.content_hash,
+                     tokenizer=tokenizer, from_cache=from_cache,
                      seconds=time.perf_counter() - start)
 
 
-def json_dict(values: np.ndarray) -> dict[str, float]:
-    return {s: float(v) for s, v in zip(SPLITS, values.tolist(), strict=True)}
+def _encode_splits(tokenizer: TextTokenizer, documents: dict[SplitName, list[str]]
+                   ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    arrays: dict[str, np.ndarray] = {}
+    bytes_per_token: dict[str, float] = {}
+    for split in SPLITS:
+        docs = documents[split]
+        encoded = tokenizer.encode_batch(docs)
+        tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype,
+                             count=sum(len(ids) + 1 for ids in encoded))
+        arrays[split] = tokens
+        bytes_per_token[split] = sum(len(d.encode("utf-8")) for d in docs) / len(tokens)
+    return arrays, bytes_per_token
 
 
-def get_tokenizer(cfg: DataConfig, train_docs: list[str], corpus_hash: str) -> TextTokenizer:
-    if cfg.tokenizer == "bytes":
-        return ByteTokenizer()
-    if cfg.tokenizer != "bpe":
-        raise ValueError(f"data.tokenizer {cfg.tokenizer!r} is not allowed; allowed: bpe, bytes")
-    return load_or_train_bpe(train_docs, cfg.vocab_size, corpus_hash, Path(cfg.cache_dir))[0]
+def _save_tokens(path: Path, arrays: dict[str, np.ndarray],
+                 bytes_per_token: dict[str, float]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, train=arrays["train"], val=arrays["val"], test=arrays["test"],
+             bytes_per_token=np.array(json.dumps(bytes_per_token)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A private temporary name, then an atomic rename: concurrent runs sharing the cache never
+    # read a half-written file.
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def _load_tokens(path: Path) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    with np.load(path) as saved:
+        arrays: dict[str, np.ndarray] = {split: saved[split] for split in SPLITS}
+        bytes_per_token: dict[str, float] = json.loads(str(saved["bytes_per_token"]))
+    return arrays, bytes_per_token
 
 
 def sample_batch(tokens: np.ndarray, batch_size: int, seq_len: int,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows: inputs (B, T) and next-token targets (B, T), int64. Deterministic for a
-    seeded ``generator``."""
-    if len(tokens) <= seq_len + 1:
+    """``batch_size`` windows at uniformly random starts: inputs ``x`` (B, T) and next-token
+    targets ``y`` (B, T) = ``x`` shifted by one, int64. Deterministic for a seeded
+    ``generator``, which it advances."""
+    n_starts = len(tokens) - seq_len
+    if n_starts < 1:
         raise ValueError(f"a split of {len(tokens)} tokens is too short for seq_len {seq_len}")
-    starts = torch.randint(0, len(tokens) - seq_len - 1, (batch_size,), generator=generator)
-    return _windows(tokens, starts.tolist(), seq_len)
+    starts = torch.randint(0, n_starts, (batch_size,), generator=generator)
+    return _windows(tokens, starts.numpy(), seq_len)
 
 
 def eval_batches(tokens: np.ndarray, batch_size: int, seq_len: int, n_batches: int
                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``n_batches`` batches of windows at evenly spaced, fixed starts (the same every call).
-    A split too short for that many distinct windows repeats windows (overlapping starts)."""
-    count = batch_size * n_batches
-    last = len(tokens) - seq_len - 1
-    if last < 0:
+    """``n_batches`` batches of windows at fixed starts spread evenly from the first token to
+    the last full window: the same every call. A split shorter than ``batch_size * n_batches``
+    disjoint windows gets overlapping ones (shared tokens are counted again), never a wrap."""
+    n_starts = len(tokens) - seq_len
+    if n_starts < 1:
         raise ValueError(f"a split of {len(tokens)} tokens is too short for seq_len {seq_len}")
-    starts = np.linspace(0, last, count).astype(np.int64).tolist()
+    starts = np.linspace(0, n_starts - 1, batch_size * n_batches).round().astype(np.int64)
     return [_windows(tokens, starts[i:i + batch_size], seq_len)
-            for i in range(0, count, batch_size)]
+            for i in range(0, len(starts), batch_size)]
 
 
-def _windows(tokens: np.ndarray, starts: list[int], seq_len: int
+def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64)
-    block = torch.from_numpy(rows)
+    rows_BT1 = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    block = torch.from_numpy(rows_BT1)
     return block[:, :-1], block[:, 1:]
 
 
 def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
-    """Cross-entropy per token in nats -> bits per UTF-8 byte of text."""
+    """Mean cross-entropy per token in nats -> bits per UTF-8 byte of text."""
     return loss_nats / math.log(2) / bytes_per_token

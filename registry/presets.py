@@ -20,6 +20,13 @@ PRESETS: dict[str, Backbone] = {
         n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
         vocab_size=4096, moe=MoEConfig(n_experts=8, top_k=2, expert_hidden=96),
     ),
+    # The sink-forming CPU model (recipes/sink-cpu.yaml): the tiny shape with 6 layers, deep
+    # enough for the baseline to put clearly more than a uniform share of attention on the
+    # first token within a CPU-sized run (docs/sink-preset.md).
+    "sink-cpu": Backbone(
+        n_layers=6, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
+        vocab_size=4096,
+    ),
     # Table 1's 15A2B MoE: 24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128, 128 experts
     # top-8. The expert width (768) and vocabulary are Qwen3-MoE's; the paper does not state them.
     "paper-moe-15a2b": Backbone(

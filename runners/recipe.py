@@ -27,7 +27,8 @@ class DataRecipe:
     .parquet/.jsonl file with a text column."""
     text_column: str = "text"
     tokenizer: str = "bpe"
-    """``bpe`` (byte-level BPE trained on the train split) or ``bytes`` (256 byte ids plus end-of-text: vocabulary 257)."""
+    """``bpe`` (byte-level BPE trained on the train split) or ``bytes``
+    (256 byte ids plus end-of-text: vocabulary 257)."""
     vocab_size: int = 4096
     """BPE vocabulary size; the model's embedding takes the tokenizer's actual size."""
 

@@ -116,10 +116,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     where = ctx.tracking_uri
     print(f"\nResults: MLflow store {where}, experiment {args.experiment!r}, runs tagged "
           f"gatelab.sweep.{args.name}=1.")
-    if where.startswith("sqlite:///"):
-        print(f"Open the MLflow UI: .venv/bin/mlflow ui --backend-store-uri {where} "
-              "--host 127.0.0.1  (then http://127.0.0.1:5000)")
+    uri_flag = "" if args.tracking_uri is None else f" --tracking-uri {where}"
+    print(f"Tables, plots and an HTML report: .venv/bin/gatelab report {args.name}{uri_flag}")
+    print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then http://127.0.0.1:5000)")
     return 1 if any(r.get("status") == "failed" for r in rows) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dashboards.report import write_report
+    from dashboards.runs import load
+    from dashboards.summary_run import attach
+
+    runs = load(args.name, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    if not len(runs):
+        what = f"tagged gatelab.sweep.{args.name}" if args.name else "at all"
+        raise ValueError(f"no training runs {what} in experiment {args.experiment!r} of "
+                         f"{runs.store.uri}; check the name (sweeps.yaml), --experiment and "
+                         "--tracking-uri")
+    label = args.name or "all-runs"
+    report = write_report(runs, Path(args.out or Path("out") / "reports" / label))
+    verdicts = report.table("verdicts")
+    print(table(("claim", "verdict", "statistic"), [
+        (r["claim"], r["verdict"], r["statistic"]) for r in verdicts.iter_rows(named=True)]))
+    print(f"\n{len(runs)} runs of {f'sweep {args.name}' if args.name else 'every sweep'}: "
+          f"{len(report.tables)} tables (Markdown + CSV), {len(report.plots)} plots in "
+          f"{report.out}")
+    if args.name and not args.no_attach:
+        run_id = attach(report, runs.store.uri, args.experiment, args.name)
+        print(f"Attached to MLflow: summary run {run_id} (experiment {args.experiment!r})")
+    print(f"Report: {report.html_path.resolve()}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from dashboards.ui import serve
+
+    return serve(args.tracking_uri, args.port)
 
 
 def _parse_value(text: str) -> object:
@@ -184,6 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="tables, plots and an HTML report of a sweep's runs")
+    p.add_argument("name", nargs="?", help="the sweep (runs tagged gatelab.sweep.NAME); "
+                   "omitted: every training run of the experiment (not attached to MLflow)")
+    p.add_argument("--out", help="output folder (default: out/reports/NAME, or "
+                   "out/reports/all-runs)")
+    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db here)")
+    p.add_argument("--experiment", default="gatelab")
+    p.add_argument("--no-attach", action="store_true",
+                   help="do not log the report to MLflow as the sweep's summary run")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="the MLflow UI for the tracking store, on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db here)")
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

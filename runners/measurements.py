@@ -6,7 +6,11 @@
 - ``m_act``: per layer, the maximum absolute value of that layer's output hidden state; then
   averaged over layers.
 - gate scores: the values a gate multiplies (or adds), over elements, tokens and batches: their
-  mean, and the fractions below 0.01 and 0.1, per layer and over all layers.
+  mean, and the fractions below 0.01 and 0.1, per layer and over all layers; and their
+  histogram per layer (``HIST_EDGES``, with counts below 0 and above 1 kept apart).
+- attention maps: the probabilities of the first ``MAP_HEADS`` heads of every layer over the
+  first ``MAP_TOKENS`` positions of the first measured sequence (``Internals.attn_maps``), for
+  pictures of the sink.
 - loss spikes: see ``SpikeDetector``. Divergence: see ``diverged``.
 
 Internals are measured on fixed validation batches through the explicit attention path (which
@@ -36,6 +40,18 @@ def max_abs_activation(hidden_BTD: Tensor) -> float:
     return hidden_BTD.detach().abs().max().item()
 
 
+HIST_BINS = 50
+HIST_EDGES = torch.linspace(0.0, 1.0, HIST_BINS + 1, dtype=torch.float64)
+"""Gate-score histogram bins over [0, 1]; ``GateScoreStats.hist`` has one count below 0 first
+and one above 1 last (SiLU, identity and additive gates are not bounded to [0, 1])."""
+MAP_HEADS = 4
+MAP_TOKENS = 64
+
+
+def _zero_hist() -> list[int]:
+    return [0] * (HIST_BINS + 2)
+
+
 @dataclass
 class GateScoreStats:
     """Running sums over gate-score tensors (broadcast shapes count once per stored element)."""
@@ -44,17 +60,25 @@ class GateScoreStats:
     below_001: float = 0.0
     below_01: float = 0.0
     count: int = 0
+    hist: list[int] = field(default_factory=_zero_hist)
+    """Counts: [< 0, the ``HIST_BINS`` bins of ``HIST_EDGES`` (the last closed), > 1]."""
 
     def add(self, scores: Tensor) -> None:
-        s = scores.detach().double()
+        s = scores.detach().double().flatten().cpu()
         self.total += s.sum().item()
         self.below_001 += (s < 0.01).sum().item()
         self.below_01 += (s < 0.1).sum().item()
         self.count += s.numel()
+        inside = s[(s >= 0.0) & (s <= 1.0)]
+        bins = torch.clamp((inside * HIST_BINS).long(), max=HIST_BINS - 1)
+        counts = torch.bincount(bins, minlength=HIST_BINS).tolist()
+        under, over = int((s < 0.0).sum().item()), int((s > 1.0).sum().item())
+        self.hist = [a + b for a, b in zip(self.hist, [under, *counts, over], strict=True)]
 
     def merged(self, other: GateScoreStats) -> GateScoreStats:
         return GateScoreStats(self.total + other.total, self.below_001 + other.below_001,
-                              self.below_01 + other.below_01, self.count + other.count)
+                              self.below_01 + other.below_01, self.count + other.count,
+                              [a + b for a, b in zip(self.hist, other.hist, strict=True)])
 
     def as_dict(self) -> dict[str, float]:
         n = max(self.count, 1)
@@ -69,6 +93,9 @@ class Internals:
     f_attn: list[float]
     m_act: list[float]
     gate_scores: list[GateScoreStats] = field(default_factory=list)
+    attn_maps: Tensor | None = None
+    """(layers, heads, n, n) float32: the first ``MAP_HEADS`` heads' probabilities over the first
+    ``n = min(MAP_TOKENS, T)`` positions of the first measured sequence (rows: queries)."""
 
     @property
     def f_attn_mean(self) -> float:
@@ -99,6 +126,22 @@ class Internals:
             out[f"gate_score.{key}"] = value
         return out
 
+    def arrays(self) -> dict[str, Any]:
+        """What the metrics cannot hold, as numpy arrays for an ``.npz`` artifact:
+        ``gate_hist`` (gated layers, bins + 2), ``hist_edges``, ``attn_maps``, and the per-layer
+        ``f_attn`` and ``m_act``."""
+        import numpy as np
+
+        out: dict[str, Any] = {
+            "f_attn": np.asarray(self.f_attn), "m_act": np.asarray(self.m_act),
+            "hist_edges": HIST_EDGES.numpy(),
+            "gate_hist": np.asarray([g.hist for g in self.gate_scores], dtype=np.int64
+                                    ).reshape(len(self.gate_scores), HIST_BINS + 2),
+        }
+        if self.attn_maps is not None:
+            out["attn_maps"] = self.attn_maps.numpy()
+        return out
+
 
 @torch.no_grad()
 def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
@@ -118,17 +161,21 @@ def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
         hooks.append(gate.scores_out.register_forward_hook(gate_hook))
     was_training = model.training
     model.eval()
+    maps: Tensor | None = None
     try:
         for idx_BT in batches:
             probs = model(idx_BT, return_probs=True).attn_probs
             assert probs is not None
             for i, p in enumerate(probs):
                 f_sums[i] += first_token_attention(p)
+            if maps is None:
+                n = min(MAP_TOKENS, idx_BT.shape[1])
+                maps = torch.stack([p[0, :MAP_HEADS, :n, :n] for p in probs]).float().cpu()
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return Internals([f / len(batches) for f in f_sums], m_max, gate_stats)
+    return Internals([f / len(batches) for f in f_sums], m_max, gate_stats, maps)
 
 
 class SpikeDetector:

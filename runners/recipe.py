@@ -31,6 +31,10 @@ class DataRecipe:
     (256 byte ids plus end-of-text: vocabulary 257)."""
     vocab_size: int = 4096
     """BPE vocabulary size; the model's embedding takes the tokenizer's actual size."""
+    window_start: str = "random"
+    """Where training and validation windows start: ``random`` (any token of the joined
+    stream) or ``document`` (on an end-of-text token, so position 0 of every window is the
+    same token, as a BOS is, followed by the start of a document)."""
 
 
 @dataclass(frozen=True)
@@ -118,4 +122,7 @@ def _check(recipe: Recipe) -> list[Problem]:
     if recipe.data.tokenizer not in ("bpe", "bytes"):
         problems.append(Problem("data.tokenizer", f"{recipe.data.tokenizer!r} is not allowed; "
                                 "allowed: bpe, bytes"))
+    if recipe.data.window_start not in ("random", "document"):
+        problems.append(Problem("data.window_start", f"{recipe.data.window_start!r} is not "
+                                "allowed; allowed: random, document"))
     return problems

@@ -118,6 +118,16 @@ class RunTracker:
             path.write_text(json.dumps(data, indent=2, default=str))
             self.client.log_artifact(self.run_id, str(path))
 
+    def log_arrays(self, name: str, arrays: dict[str, Any]) -> None:
+        """Numpy arrays as one compressed ``.npz`` artifact."""
+        import numpy as np
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            with path.open("wb") as f:
+                np.savez_compressed(f, **arrays)
+            self.client.log_artifact(self.run_id, str(path))
+
     def log_text(self, name: str, text: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name

@@ -32,6 +32,7 @@ from runners.data import (
     eval_batches,
     prepare_data,
     sample_batch,
+    window_starts,
 )
 from runners.gitinfo import git_state
 from runners.measurements import SpikeDetector, diverged, measure_internals
@@ -56,6 +57,10 @@ class Progress:
     total: int
     loss: float
     tokens_per_s: float
+
+
+INTERNALS_ARTIFACT = "internals.npz"
+"""A finished run's gate-score histograms and attention maps (``Internals.arrays``)."""
 
 
 @dataclass
@@ -139,6 +144,11 @@ class _Loop:
         self.train_time_s = 0.0
         self.tokens_seen = 0
         self.recent_losses: list[float] = []
+        self.eot_id = (data.tokenizer.eot_id if recipe.data.window_start == "document"
+                       else None)
+        """Windows open on this token (``data.window_start: document``); ``None``: anywhere."""
+        self.train_starts = (window_starts(data.train, recipe.seq_len, self.eot_id)
+                             if self.eot_id is not None else None)
 
     def state(self, run_id: str) -> dict[str, Any]:
         return {
@@ -164,7 +174,8 @@ class _Loop:
         lr = lr_at(self.step, r.lr, r.warmup_steps, total, r.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = sample_batch(self.data.train, r.batch_size, r.seq_len, self.generator)
+        x, y = sample_batch(self.data.train, r.batch_size, r.seq_len, self.generator,
+                            self.train_starts)
         x, y = x.to(self.device), y.to(self.device)
         with _autocast(self.device):
             ce, aux = lm_loss(self.step_fn, x, y)
@@ -248,7 +259,7 @@ def _run_loop(loop: _Loop, tracker: RunTracker, rhash: str, ckpt_path: Any,
               on_progress: Callable[[Progress], None] | None) -> RunResult:
     r, data, device = loop.recipe, loop.data, loop.device
     total = r.total_steps()
-    val_batches = eval_batches(data.val, r.batch_size, r.seq_len, r.eval_batches)
+    val_batches = eval_batches(data.val, r.batch_size, r.seq_len, r.eval_batches, loop.eot_id)
     bar = _progress_bar(loop, total)
     divergence: str | None = None
     while loop.step < total and divergence is None:
@@ -309,13 +320,17 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
     else:
         for mult in r.long_context:
             batch = max(1, r.batch_size // mult)
-            batches = eval_batches(data.val, batch, r.seq_len * mult, r.eval_batches)
+            batches = eval_batches(data.val, batch, r.seq_len * mult, r.eval_batches,
+                                   loop.eot_id)
             summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device)
         summary.update(_val_metrics(summary[f"val_loss_ctx{r.long_context[0]}x"],
                                     data.bytes_per_token["val"]))
         measure = [x.to(loop.device) for x, _ in
-                   eval_batches(data.val, r.batch_size, r.seq_len, r.measure_batches)]
-        summary.update(measure_internals(loop.model, measure).metrics())
+                   eval_batches(data.val, r.batch_size, r.seq_len, r.measure_batches,
+                                loop.eot_id)]
+        internals = measure_internals(loop.model, measure)
+        summary.update(internals.metrics())
+        tracker.log_arrays(INTERNALS_ARTIFACT, internals.arrays())
     metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
     tracker.metrics(metrics, step)
     return summary

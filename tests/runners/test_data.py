@@ -33,6 +33,7 @@ from runners.data import (
     eval_batches,
     prepare_data,
     sample_batch,
+    window_starts,
 )
 from runners.tokenizer import ByteTokenizer, train_bpe
 
@@ -282,6 +283,21 @@ def test_eval_batches_are_fixed_and_span_the_split() -> None:
     short = eval_batches(tokens[:40], 4, 32, 2)
     starts = [int(x[i, 0]) for x, _ in short for i in range(4)]
     assert starts == list(range(8))  # 8 overlapping windows: all the 40 tokens allow
+
+
+def test_document_windows_open_on_the_end_of_text_token() -> None:
+    eot = 99
+    tokens = np.arange(1_000, dtype=np.int64) % 90
+    tokens[[0, 250, 600, 980]] = eot
+    starts = window_starts(tokens, 32, eot)
+    assert starts.tolist() == [0, 250, 600]  # 980 leaves no room for 32 + 1 tokens
+    x, y = sample_batch(tokens, 16, 32, torch.Generator().manual_seed(0), starts)
+    assert (x[:, 0] == eot).all() and torch.equal(x[:, 1:], y[:, :-1])
+    assert {int(v) for v in x[:, 1]} <= {1, 71, 61}  # the tokens after each EOT
+    fixed = eval_batches(tokens, 2, 32, 2, eot)
+    assert all((x[:, 0] == eot).all() for x, _ in fixed)
+    with pytest.raises(ValueError, match="no end-of-text token leaves room"):
+        window_starts(tokens[1:], 900, eot)
 
 
 def test_bits_per_byte() -> None:

@@ -10,6 +10,8 @@ import torch
 from model.build import build_model
 from registry.loader import load_variant
 from runners.measurements import (
+    HIST_BINS,
+    MAP_HEADS,
     GateScoreStats,
     SpikeDetector,
     diverged,
@@ -46,6 +48,20 @@ def test_gate_score_stats_fractions() -> None:
     )
 
 
+def test_gate_score_histogram_counts_each_score_in_its_bin() -> None:
+    stats = GateScoreStats()
+    stats.add(torch.tensor([-0.5, 0.0, 0.019, 0.03, 0.5, 0.999, 1.0, 1.5, 2.0]))
+    hist = stats.hist
+    assert len(hist) == HIST_BINS + 2 and sum(hist) == 9
+    assert hist[0] == 1 and hist[-1] == 2  # below 0; above 1
+    assert hist[1] == 2  # [0, 0.02): 0.0 and 0.019
+    assert hist[2] == 1  # [0.02, 0.04)
+    assert hist[1 + HIST_BINS // 2] == 1  # 0.5
+    assert hist[HIST_BINS] == 2  # the last bin is closed: 0.999 and 1.0
+    merged = stats.merged(stats)
+    assert merged.hist == [2 * h for h in hist] and merged.count == 18
+
+
 def test_zero_queries_give_uniform_attention_and_gate_scores_are_collected() -> None:
     torch.manual_seed(0)
     model = build_model(load_variant("g1-elementwise"), "tiny", dtype=torch.float64)
@@ -61,6 +77,13 @@ def test_zero_queries_give_uniform_attention_and_gate_scores_are_collected() -> 
     overall = internals.gate_overall()
     assert overall is not None and 0.0 < overall["mean"] < 1.0
     assert "gate_score.mean" in internals.metrics()
+    arrays = internals.arrays()
+    n_layers, n_heads = len(model.blocks), model.blocks[0].attn.n_heads
+    assert arrays["gate_hist"].shape == (n_layers, HIST_BINS + 2)
+    assert arrays["gate_hist"].sum(axis=1).tolist() == [g.count for g in internals.gate_scores]
+    maps = arrays["attn_maps"]
+    assert maps.shape == (n_layers, min(MAP_HEADS, n_heads), T, T)
+    assert maps[0, 0, 3, :4] == pytest.approx([0.25] * 4) and maps[0, 0, 3, 4:].sum() == 0
 
 
 def test_f_attn_is_1_when_every_query_attends_only_to_the_first_token() -> None:

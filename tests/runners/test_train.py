@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -65,7 +66,13 @@ def test_every_measurement_is_in_mlflow(finished: tuple) -> None:
     assert run.data.params["spec.gate.position"] == "G1"
     assert run.data.params["recipe.lr"] == "0.003"
     artifacts = {a.path for a in MlflowClient(res.tracking_uri).list_artifacts(result.run_id)}
-    assert {"config.json", "summary.json"} <= artifacts
+    assert {"config.json", "summary.json", "internals.npz"} <= artifacts
+    local = MlflowClient(res.tracking_uri).download_artifacts(result.run_id, "internals.npz",
+                                                              str(res.work_dir / "dl"))
+    with np.load(local) as arrays:
+        assert arrays["gate_hist"].shape[0] == arrays["attn_maps"].shape[0] == 4  # layers
+        assert arrays["f_attn"] == pytest.approx(
+            [metrics[f"f_attn.layer{i:02d}"] for i in range(4)])
 
 
 def test_a_finished_hash_is_not_trained_again(finished: tuple) -> None:

@@ -1,0 +1,45 @@
+"""Fixtures: a real SQLite MLflow store filled with synthetic runs (``synthetic.fill_store``);
+for the slow tests, a real tiny sweep recorded by ``gatelab sweep`` and headless Chromium."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from real_sweep import CHROMIUM, CHROMIUM_ARGS, RealSweep, record_sweep
+from synthetic import Store, fill_store
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Filled once per session; tests must not change it (write to ``fresh_store``)."""
+    return fill_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture()
+def fresh_store(tmp_path: Path) -> Store:
+    return fill_store(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> RealSweep:
+    """Two real runs (baseline, g1-headwise; 1 seed, 20 steps) recorded by ``gatelab sweep``."""
+    return record_sweep(tmp_path_factory.mktemp("sweep"))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's), driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-chromium.sh")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -166,8 +166,10 @@ def main() -> None:
         search.append(search_s)
     med = statistics.median
     total = [a + b for a, b in zip(sql_load, sql_agg, strict=True)]
+    from pandas.api.types import is_numeric_dtype
+
     string_params = sum(1 for c in df.columns if c.startswith("params.")
-                        and df[c].dtype == object)
+                        and not is_numeric_dtype(df[c]))
     report = {
         "runs": args.runs, "rounds": args.rounds, "fill_s": fill_s,
         "gatelab_sql_load_s": med(sql_load), "gatelab_aggregate_s": med(sql_agg),

@@ -278,8 +278,12 @@ def gate_histograms(runs: pl.DataFrame, arrays: dict[str, RunArrays], path: Path
         edges = per_variant[variant][0].hist_edges
         total = counts.sum()
         inside = counts[1:-1] / total / np.diff(edges)
-        ax.stairs(np.maximum(inside, 1e-6), edges, color=colors[variant], fill=True, alpha=0.6)
+        positive = inside[inside > 0]
+        floor = float(positive.min()) / 3 if positive.size else 1e-6
+        ax.stairs(np.maximum(inside, floor / 10), edges, color=colors[variant], fill=True,
+                  alpha=0.6)  # empty bins drawn below the axis: not shown
         ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
         ax.set_xlim(0, 1)
         ax.set_xlabel("gate score")
         ax.set_ylabel("density")

@@ -122,7 +122,9 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
         plots.internals_per_layer(runs.frame, folder / "internals_per_layer.png"))
     add("gate_scores", "Gate scores per layer", "Per-layer mean gate score and fraction of "
         "scores below 0.1.", plots.gate_scores(runs.frame, folder / "gate_scores.png"))
-    arrays = runs.arrays()
+    main = plots.main_setting(runs.frame)
+    arrays = runs.arrays(runs.frame.filter(pl.col("setting_id") == main)["run_id"].to_list()
+                         if main is not None else [])
     add("gate_histograms", "Gate-score histograms", "The distribution of gate scores of each "
         "gated variant over all layers and seeds (log density).",
         plots.gate_histograms(runs.frame, arrays, folder / "gate_histograms.png"))
@@ -151,7 +153,9 @@ def _meta(runs: Runs) -> dict[str, str]:
 
 def _notes(runs: Runs) -> list[str]:
     notes = []
-    missing = finished(runs.frame).filter(~pl.col("run_id").is_in(list(runs.arrays())))
+    main = plots.main_setting(runs.frame)
+    shown = finished(runs.frame).filter(pl.col("setting_id") == main)
+    missing = shown.filter(~pl.col("run_id").is_in(list(runs.arrays(shown["run_id"].to_list()))))
     if missing.height:
         notes.append(f"{missing.height} finished runs have no internals.npz artifact (recorded "
                      "by an older gatelab): they are left out of the histograms and maps.")

@@ -54,14 +54,17 @@ class Runs:
         return (info.join(points, on="run_id", how="inner")
                 .sort("variant", "setting", "seed", "metric", "step"))
 
-    def arrays(self) -> dict[str, RunArrays]:
-        """Per finished run (by ``run_id``): its gate-score histograms and attention maps
-        (``dashboards/artifacts.py``), downloaded once per ``Runs`` and kept."""
-        key = "arrays"
-        if key not in self._cache:
-            ids = self.frame.filter(pl.col("status") == "finished")["run_id"].to_list()
-            self._cache[key] = read_arrays(self.store.uri, ids)
-        return self._cache[key]
+    def arrays(self, run_ids: Sequence[str] | None = None) -> dict[str, RunArrays]:
+        """Per finished run (by ``run_id``; ``run_ids`` narrows them): its gate-score histograms
+        and attention maps (``dashboards/artifacts.py``), downloaded once per ``Runs``."""
+        fin = self.frame.filter(pl.col("status") == "finished")["run_id"].to_list()
+        wanted = fin if run_ids is None else [r for r in fin if r in set(run_ids)]
+        cache: dict[str, RunArrays | None] = self._cache.setdefault("arrays", {})
+        missing = [r for r in wanted if r not in cache]
+        if missing:
+            got = read_arrays(self.store.uri, missing)
+            cache.update({r: got.get(r) for r in missing})
+        return {r: a for r in wanted if (a := cache[r]) is not None}
 
     def table1(self) -> pl.DataFrame:
         """Table 1's shape (``tables.table1``)."""

@@ -20,12 +20,12 @@ PRESETS: dict[str, Backbone] = {
         n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
         vocab_size=4096, moe=MoEConfig(n_experts=8, top_k=2, expert_hidden=96),
     ),
-    # The sink-forming CPU model (recipes/sink-cpu.yaml): the tiny shape with 6 layers, deep
-    # enough for the baseline to put clearly more than a uniform share of attention on the
-    # first token within a CPU-sized run (docs/sink-preset.md).
+    # The candidate sink-forming CPU model (recipes/sink-cpu.yaml): the tiny shape without
+    # QK-norm, the most sink-prone configuration measured within a 15-minute CPU budget. It does
+    # NOT form a clear sink yet (f_attn at most ~2x the uniform share): docs/sink-preset.md.
     "sink-cpu": Backbone(
-        n_layers=6, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
-        vocab_size=4096,
+        n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
+        vocab_size=4096, qk_norm=False,
     ),
     # Table 1's 15A2B MoE: 24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128, 128 experts
     # top-8. The expert width (768) and vocabulary are Qwen3-MoE's; the paper does not state them.

@@ -28,7 +28,7 @@ def fresh_store(tmp_path: Path) -> Store:
 
 @pytest.fixture(scope="session")
 def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> RealSweep:
-    """Two real runs (baseline, g1-headwise; 1 seed, 20 steps) recorded by ``gatelab sweep``."""
+    """The shipped ``smoke`` sweep at 20 steps per run, recorded by ``gatelab sweep``."""
     return record_sweep(tmp_path_factory.mktemp("sweep"))
 
 

@@ -41,6 +41,8 @@ def test_report_files_and_self_contained_html(store: Store, tmp_path: Path) -> N
     assert html.count("<table") == len(report.tables)
     md = report.markdown_path.read_text()
     assert "## Table 1: perplexity against the baseline" in md and "](plots/loss_curves.png)" in md
+    assert runs.arrays() == {}  # synthetic runs log no internals.npz: said, not drawn
+    assert "have no internals.npz artifact" in md and "attention_maps.png" not in names
     t1 = pl.read_csv(report.out / "tables" / "table1.csv")
     assert t1.columns == report.table("table1").columns
     assert pl.read_parquet(report.out / "runs.parquet").height == len(runs)

@@ -8,8 +8,10 @@ left out. The arrays are described in ``runners/measurements.py`` (``Internals.a
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,21 @@ class RunArrays:
     f_attn: np.ndarray
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow draws a progress bar per downloaded artifact unless told not to."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def read_arrays(tracking_uri: str, run_ids: Sequence[str]) -> dict[str, RunArrays]:
     """The ``internals.npz`` of each run in ``run_ids`` that has one."""
     from mlflow.exceptions import MlflowException
@@ -36,7 +53,7 @@ def read_arrays(tracking_uri: str, run_ids: Sequence[str]) -> dict[str, RunArray
 
     client = MlflowClient(tracking_uri=tracking_uri)
     found: dict[str, RunArrays] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
         for rid in run_ids:
             try:
                 names = {a.path for a in client.list_artifacts(rid)}

@@ -205,6 +205,10 @@ def internals_per_layer(runs: pl.DataFrame, path: Path) -> Path | None:
                         ls="--" if variant == REFERENCE else "-",
                         lw=2 if variant == REFERENCE else 1.2,
                         label=f"{variant} (n={mine.shape[0]})")
+        seq_len = _seq_len(rows)
+        if metric == "f_attn" and seq_len is not None and seq_len > 1:
+            ax.axhline(uniform_first_token_share(seq_len), color="grey", ls=":", lw=1,
+                       label=f"uniform attention (T={seq_len})")
         ax.set_xticks(layers)
         ax.set_xlabel("layer")
         ax.set_ylabel(metric)
@@ -214,6 +218,19 @@ def internals_per_layer(runs: pl.DataFrame, path: Path) -> Path | None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{_setting_name(runs, sid)}: mean over seeds, bars = range", fontsize=10)
     return _save(fig, path)
+
+
+def uniform_first_token_share(seq_len: int) -> float:
+    """``f_attn`` of uniform causal attention over ``seq_len`` tokens: query i puts 1/(i+1) on
+    the first token; the mean over queries 1..T-1 is (H_T - 1) / (T - 1)."""
+    return sum(1.0 / (i + 1) for i in range(1, seq_len)) / (seq_len - 1)
+
+
+def _seq_len(rows: pl.DataFrame) -> int | None:
+    if "recipe.seq_len" not in rows.columns:
+        return None
+    values = rows["recipe.seq_len"].drop_nulls().unique().to_list()
+    return int(values[0]) if len(values) == 1 else None
 
 
 def gate_scores(runs: pl.DataFrame, path: Path) -> Path | None:

@@ -123,3 +123,9 @@ def test_report_command_end_to_end_on_a_synthetic_store(fresh_store: Store,
          "--out", str(tmp_path / "x")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2
     assert "no training runs tagged gatelab.sweep.nope" in missing.stderr
+
+
+def test_uniform_first_token_share_is_the_mean_of_one_over_position() -> None:
+    assert plots.uniform_first_token_share(2) == 0.5  # query 1 puts 1/2 on token 0
+    assert plots.uniform_first_token_share(3) == (1 / 2 + 1 / 3) / 2
+    assert abs(plots.uniform_first_token_share(256) - 0.0201) < 1e-4  # docs/sink-preset.md

@@ -7,6 +7,7 @@ step). Runs are found again by the ``gatelab.run_hash`` tag, so a hash maps to o
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -22,6 +23,15 @@ from mlflow.tracking import MlflowClient
 TAG_PREFIX = "gatelab."
 STATUS_TAG = "gatelab.status"
 HASH_TAG = "gatelab.run_hash"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI; ``None`` for other stores (and in-memory)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
 
 
 class TrackingError(RuntimeError):
@@ -65,9 +75,19 @@ class RunTracker:
 
     @staticmethod
     def client_for(uri: str | None) -> tuple[MlflowClient, str]:
+        """A client for ``uri`` (resolved). A SQLite store is opened under an exclusive lock on
+        ``<db>.lock``: MLflow creates and migrates a new database's tables on first use, and
+        two processes doing that at once fail (alembic's version row races)."""
         resolved = resolve_tracking_uri(uri)
         check_reachable(resolved)
-        return MlflowClient(tracking_uri=resolved), resolved
+        db = sqlite_file(resolved)
+        if db is None:
+            return MlflowClient(tracking_uri=resolved), resolved
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.with_name(db.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            client = MlflowClient(tracking_uri=resolved)  # creates the tables if missing
+        return client, resolved
 
     @staticmethod
     def find(client: MlflowClient, experiment: str, run_hash: str) -> Any | None:

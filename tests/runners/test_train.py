@@ -4,6 +4,8 @@ resumed run equals an uninterrupted one, divergence is a result, bad input is a 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from runners.run_config import Resources
 from runners.tracking import TrackingError
 from runners.train import Progress, run_hash, train
 
+REPO = Path(__file__).resolve().parents[2]
 SHORT = {"steps": 40, "eval_every": 20, "checkpoint_every": 10, "warmup_steps": 5,
          "batch_size": 8, "seq_len": 64, "eval_batches": 2, "measure_batches": 1}
 
@@ -141,6 +144,27 @@ def test_an_unreachable_tracking_server_is_named(tmp_path: Path) -> None:
     res = replace(resources(tmp_path), tracking_uri="http://127.0.0.1:9")
     with pytest.raises(TrackingError, match=r"http://127.0.0.1:9 is unreachable"):
         train(load_variant("baseline"), load_recipe("tiny", SHORT), res)
+
+
+OPEN_STORE = """
+import sys
+from runners.tracking import RunTracker
+client, _ = RunTracker.client_for(sys.argv[1])
+client.create_experiment(sys.argv[2])
+"""
+
+
+def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """MLflow creates a new SQLite store's tables on first use; without the lock in
+    ``RunTracker.client_for`` two processes doing it at once can fail in alembic."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE, uri, f"e{i}"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(4)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, "\n".join(outputs)
+    names = {e.name for e in MlflowClient(uri).search_experiments()}
+    assert {f"e{i}" for i in range(4)} <= names
 
 
 def test_a_bad_data_path_is_named(tmp_path: Path) -> None:

@@ -131,6 +131,46 @@ def _loss_panel(ax: Axes, hist: pl.DataFrame, colors: dict[str, str]) -> None:
     ax.legend(fontsize=8)
 
 
+def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Path
+                            ) -> Path | None:
+    """``f_attn`` and ``m_act`` (means over layers) at each evaluation step, per variant of
+    the main setting (mean over seeds, band: the seeds' range): when a sink or a massive
+    activation forms, and whether a gate prevents it. ``history``: their points
+    (``Runs.history``)."""
+    sid = main_setting(runs)
+    if sid is None:
+        return None
+    fin = finished(runs).filter(pl.col("setting_id") == sid)
+    hist = history.join(fin.select("run_id", "variant"), on="run_id")
+    if hist.is_empty() or hist["step"].n_unique() < 2:
+        return None
+    colors = variant_colors(fin["variant"].to_list())
+    fig = _figure(11.0, 4.0)
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("f_attn", "m_act"), strict=True):
+        mine = hist.filter(pl.col("metric") == metric)
+        for variant in sorted(mine["variant"].unique().to_list(),
+                              key=lambda v: (v != REFERENCE, v)):
+            band = (mine.filter(pl.col("variant") == variant).group_by("step")
+                    .agg(pl.col("value").mean().alias("mean"), pl.col("value").min().alias("lo"),
+                         pl.col("value").max().alias("hi")).sort("step"))
+            ax.plot(band["step"], band["mean"], color=colors[variant], marker="o", ms=3,
+                    ls="--" if variant == REFERENCE else "-", label=variant)
+            ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
+                            alpha=0.18, lw=0)
+        seq_len = _seq_len(fin)
+        if metric == "f_attn" and seq_len is not None and seq_len > 1:
+            ax.axhline(uniform_first_token_share(seq_len), color="grey", ls=":", lw=1,
+                       label=f"uniform attention (T={seq_len})")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{metric} (mean over layers)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{_setting_name(runs, sid)}\nattention on the first token and max |hidden "
+                 "state| during training (mean over seeds, band = range)", fontsize=9)
+    return _save(fig, path)
+
+
 def loss_vs_lr(runs: pl.DataFrame, path: Path) -> Path | None:
     """Needs a grid of at least two LRs; the grid with the most runs is drawn."""
     grid = lr_grid(runs)

@@ -114,6 +114,12 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
         add("loss_curves", "Loss curves", "Training loss per variant, mean over seeds with the "
             "seeds' range as a band; dots: validation loss.",
             plots.loss_curves(runs.frame, history, folder / "loss_curves.png"))
+    if len(runs):
+        add("internals_over_training", "Attention sink and massive activations during training",
+            "f_attn and m_act (means over layers) at each evaluation: whether and when a sink "
+            "forms, and whether a gate prevents it.",
+            plots.internals_over_training(runs.frame, runs.history(["f_attn", "m_act"]),
+                                          folder / "internals_over_training.png"))
     add("loss_vs_lr", "Loss against learning rate", "Final validation loss per LR (mean ± 95% "
         "CI); x: LRs where runs diverged, with their count.",
         plots.loss_vs_lr(runs.frame, folder / "loss_vs_lr.png"))

@@ -281,6 +281,8 @@ def _run_loop(loop: _Loop, tracker: RunTracker, rhash: str, ckpt_path: Any,
         if divergence is None and (step % r.eval_every == 0 or step == total):
             val = evaluate(loop.model, val_batches, device)
             tracker.metrics(_val_metrics(val, data.bytes_per_token["val"]), step)
+            if step < total:  # the final step's are part of the final measurements
+                tracker.metrics(_internals_during_training(loop), step)
         if divergence is None and step % r.checkpoint_every == 0 and step < total:
             save_checkpoint(ckpt_path, loop.state(tracker.run_id))
             tracker.flush()
@@ -296,6 +298,19 @@ def _run_loop(loop: _Loop, tracker: RunTracker, rhash: str, ckpt_path: Any,
     tracker.close(status, "FINISHED")
     ckpt_path.unlink(missing_ok=True)
     return RunResult(tracker.run_id, rhash, status, summary)
+
+
+def _measure_batches(loop: _Loop) -> list[torch.Tensor]:
+    r = loop.recipe
+    return [x.to(loop.device) for x, _ in
+            eval_batches(loop.data.val, r.batch_size, r.seq_len, r.measure_batches, loop.eot_id)]
+
+
+def _internals_during_training(loop: _Loop) -> dict[str, float]:
+    """``f_attn`` and ``m_act`` (mean and per layer) at an evaluation step, so their history
+    shows when a sink or a massive activation forms; gate scores only at the end."""
+    metrics = measure_internals(loop.model, _measure_batches(loop)).metrics()
+    return {k: v for k, v in metrics.items() if k.startswith(("f_attn", "m_act"))}
 
 
 def _val_metrics(val_loss: float, bytes_per_token: float) -> dict[str, float]:
@@ -325,10 +340,7 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
             summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device)
         summary.update(_val_metrics(summary[f"val_loss_ctx{r.long_context[0]}x"],
                                     data.bytes_per_token["val"]))
-        measure = [x.to(loop.device) for x, _ in
-                   eval_batches(data.val, r.batch_size, r.seq_len, r.measure_batches,
-                                loop.eot_id)]
-        internals = measure_internals(loop.model, measure)
+        internals = measure_internals(loop.model, _measure_batches(loop))
         summary.update(internals.metrics())
         tracker.log_arrays(INTERNALS_ARTIFACT, internals.arrays())
     metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}

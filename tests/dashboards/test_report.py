@@ -129,3 +129,18 @@ def test_uniform_first_token_share_is_the_mean_of_one_over_position() -> None:
     assert plots.uniform_first_token_share(2) == 0.5  # query 1 puts 1/2 on token 0
     assert plots.uniform_first_token_share(3) == (1 / 2 + 1 / 3) / 2
     assert abs(plots.uniform_first_token_share(256) - 0.0201) < 1e-4  # docs/sink-preset.md
+
+
+def test_internals_over_training_needs_two_evaluation_steps(tmp_path: Path) -> None:
+    runs = frame([FakeRun("baseline", 0), FakeRun("g1-elementwise", 0)])
+    ids = runs["run_id"].to_list()
+
+    def history(steps: list[int]) -> pl.DataFrame:
+        return pl.DataFrame(
+            [(rid, metric, step, 0.1 * step) for rid in ids for metric in ("f_attn", "m_act")
+             for step in steps], schema={"run_id": pl.Utf8, "metric": pl.Utf8,
+                                         "step": pl.Int64, "value": pl.Float64}, orient="row")
+
+    assert plots.internals_over_training(runs, history([40]), tmp_path / "one.png") is None
+    path = plots.internals_over_training(runs, history([20, 40]), tmp_path / "two.png")
+    assert path is not None and path.read_bytes().startswith(PNG)

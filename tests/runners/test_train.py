@@ -59,6 +59,9 @@ def test_every_measurement_is_in_mlflow(finished: tuple) -> None:
         assert math.isfinite(metrics[key]), key
     assert metrics["val_ppl"] == pytest.approx(math.exp(metrics["val_loss"]), rel=1e-6)
     assert 0 < metrics["f_attn"] < 1 and 0 < metrics["gate_score.mean"] < 1
+    client = MlflowClient(res.tracking_uri)
+    for key in ("f_attn", "m_act", "f_attn.layer03"):  # also during training, at evaluations
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [20, 40], key
     tags = run.data.tags
     assert tags["gatelab.status"] == "finished" and run.info.status == "FINISHED"
     assert tags["gatelab.variant"] == "g1-elementwise"

@@ -10,7 +10,9 @@ In a notebook::
 
 ``gatelab report NAME`` writes all of it (Markdown, CSV, PNG, one self-contained HTML file) and
 ``gatelab ui`` opens the MLflow UI. This package reads specs from ``registry`` (they are data)
-and never imports the training code (``runners``, ``model``).
+and never imports the training code (``model``, ``runners.train``); where a tracking URI
+points and which file a SQLite store is come from ``runners/tracking.py``, the module that
+writes the runs.
 """
 
 from dashboards.runs import Runs, load

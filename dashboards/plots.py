@@ -158,10 +158,8 @@ def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Pat
                     ls="--" if variant == REFERENCE else "-", label=variant)
             ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
                             alpha=0.18, lw=0)
-        seq_len = _seq_len(fin)
-        if metric == "f_attn" and seq_len is not None and seq_len > 1:
-            ax.axhline(uniform_first_token_share(seq_len), color="grey", ls=":", lw=1,
-                       label=f"uniform attention (T={seq_len})")
+        if metric == "f_attn":
+            _mark_uniform_share(ax, fin)
         ax.set_xlabel("step")
         ax.set_ylabel(f"{metric} (mean over layers)")
         ax.grid(alpha=0.3)
@@ -245,10 +243,8 @@ def internals_per_layer(runs: pl.DataFrame, path: Path) -> Path | None:
                         ls="--" if variant == REFERENCE else "-",
                         lw=2 if variant == REFERENCE else 1.2,
                         label=f"{variant} (n={mine.shape[0]})")
-        seq_len = _seq_len(rows)
-        if metric == "f_attn" and seq_len is not None and seq_len > 1:
-            ax.axhline(uniform_first_token_share(seq_len), color="grey", ls=":", lw=1,
-                       label=f"uniform attention (T={seq_len})")
+        if metric == "f_attn":
+            _mark_uniform_share(ax, rows)
         ax.set_xticks(layers)
         ax.set_xlabel("layer")
         ax.set_ylabel(metric)
@@ -266,11 +262,16 @@ def uniform_first_token_share(seq_len: int) -> float:
     return sum(1.0 / (i + 1) for i in range(1, seq_len)) / (seq_len - 1)
 
 
-def _seq_len(rows: pl.DataFrame) -> int | None:
+def _mark_uniform_share(ax: Axes, rows: pl.DataFrame) -> None:
+    """A dotted line at the ``f_attn`` of uniform attention, when ``rows`` share one
+    sequence length."""
     if "recipe.seq_len" not in rows.columns:
-        return None
+        return
     values = rows["recipe.seq_len"].drop_nulls().unique().to_list()
-    return int(values[0]) if len(values) == 1 else None
+    if len(values) == 1 and int(values[0]) > 1:
+        seq_len = int(values[0])
+        ax.axhline(uniform_first_token_share(seq_len), color="grey", ls=":", lw=1,
+                   label=f"uniform attention (T={seq_len})")
 
 
 def gate_scores(runs: pl.DataFrame, path: Path) -> Path | None:

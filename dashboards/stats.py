@@ -67,6 +67,11 @@ def _none(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def _bound(center: float | None, half_width: float | None, sign: int) -> float | None:
+    """An end of the interval ``center ± half_width``; ``None`` when either is missing."""
+    return None if center is None or half_width is None else center + sign * half_width
+
+
 @dataclass(frozen=True)
 class MeanCI:
     """A mean over ``n`` values with its 95% t-interval (``mean ± ci95``)."""
@@ -79,11 +84,11 @@ class MeanCI:
 
     @property
     def low(self) -> float | None:
-        return None if self.mean is None or self.ci95 is None else self.mean - self.ci95
+        return _bound(self.mean, self.ci95, -1)
 
     @property
     def high(self) -> float | None:
-        return None if self.mean is None or self.ci95 is None else self.mean + self.ci95
+        return _bound(self.mean, self.ci95, +1)
 
 
 def mean_ci(values: Sequence[float]) -> MeanCI:
@@ -110,11 +115,11 @@ class TTest:
 
     @property
     def low(self) -> float | None:
-        return None if self.estimate is None or self.ci95 is None else self.estimate - self.ci95
+        return _bound(self.estimate, self.ci95, -1)
 
     @property
     def high(self) -> float | None:
-        return None if self.estimate is None or self.ci95 is None else self.estimate + self.ci95
+        return _bound(self.estimate, self.ci95, +1)
 
 
 def one_sample_t_test(values: Sequence[float], mu: float = 0.0) -> TTest:

@@ -10,15 +10,15 @@ A training run is one with a ``gatelab.run_hash`` tag and no ``gatelab.summary``
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
 
 import polars as pl
 
 from dashboards.columns import DType
+from runners.tracking import resolve_tracking_uri as resolve_tracking_uri  # re-exported
+from runners.tracking import sqlite_path as sqlite_path
 
 Backend = Literal["auto", "sql", "client"]
 
@@ -38,21 +38,6 @@ HISTORY_SCHEMA: dict[str, DType] = {
     "timestamp": pl.Int64,
 }
 """A metric history: every logged point."""
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db`` (MLflow's
-    default and the one ``gatelab train`` and ``gatelab sweep`` use)."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (``sqlite:////abs`` or ``sqlite:///rel``),
-    ``None`` for any other kind of store."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return None
-    return Path(uri[len(prefix):].split("?", 1)[0])
 
 
 @dataclass(frozen=True)

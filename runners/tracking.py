@@ -25,8 +25,9 @@ STATUS_TAG = "gatelab.status"
 HASH_TAG = "gatelab.run_hash"
 
 
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI; ``None`` for other stores (and in-memory)."""
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``sqlite:////abs`` or ``sqlite:///rel``);
+    ``None`` for other stores (and in-memory)."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return None
@@ -80,7 +81,7 @@ class RunTracker:
         two processes doing that at once fail (alembic's version row races)."""
         resolved = resolve_tracking_uri(uri)
         check_reachable(resolved)
-        db = sqlite_file(resolved)
+        db = sqlite_path(resolved)
         if db is None:
             return MlflowClient(tracking_uri=resolved), resolved
         db.parent.mkdir(parents=True, exist_ok=True)

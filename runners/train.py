@@ -260,6 +260,8 @@ def _run_loop(loop: _Loop, tracker: RunTracker, rhash: str, ckpt_path: Any,
     r, data, device = loop.recipe, loop.data, loop.device
     total = r.total_steps()
     val_batches = eval_batches(data.val, r.batch_size, r.seq_len, r.eval_batches, loop.eot_id)
+    measure = [x.to(device) for x, _ in
+               eval_batches(data.val, r.batch_size, r.seq_len, r.measure_batches, loop.eot_id)]
     bar = _progress_bar(loop, total)
     divergence: str | None = None
     while loop.step < total and divergence is None:
@@ -282,14 +284,14 @@ def _run_loop(loop: _Loop, tracker: RunTracker, rhash: str, ckpt_path: Any,
             val = evaluate(loop.model, val_batches, device)
             tracker.metrics(_val_metrics(val, data.bytes_per_token["val"]), step)
             if step < total:  # the final step's are part of the final measurements
-                tracker.metrics(_internals_during_training(loop), step)
+                tracker.metrics(_internals_during_training(loop.model, measure), step)
         if divergence is None and step % r.checkpoint_every == 0 and step < total:
             save_checkpoint(ckpt_path, loop.state(tracker.run_id))
             tracker.flush()
     if bar is not None:
         bar.close()
 
-    summary = _final_measurements(loop, tracker, divergence)
+    summary = _final_measurements(loop, tracker, divergence, measure)
     status = "diverged" if divergence else "finished"
     if divergence:
         tracker.set_tags({"gatelab.diverged_step": str(loop.step),
@@ -300,16 +302,11 @@ def _run_loop(loop: _Loop, tracker: RunTracker, rhash: str, ckpt_path: Any,
     return RunResult(tracker.run_id, rhash, status, summary)
 
 
-def _measure_batches(loop: _Loop) -> list[torch.Tensor]:
-    r = loop.recipe
-    return [x.to(loop.device) for x, _ in
-            eval_batches(loop.data.val, r.batch_size, r.seq_len, r.measure_batches, loop.eot_id)]
-
-
-def _internals_during_training(loop: _Loop) -> dict[str, float]:
+def _internals_during_training(model: GatedLM, measure: list[torch.Tensor]
+                               ) -> dict[str, float]:
     """``f_attn`` and ``m_act`` (mean and per layer) at an evaluation step, so their history
     shows when a sink or a massive activation forms; gate scores only at the end."""
-    metrics = measure_internals(loop.model, _measure_batches(loop)).metrics()
+    metrics = measure_internals(model, measure).metrics()
     return {k: v for k, v in metrics.items() if k.startswith(("f_attn", "m_act"))}
 
 
@@ -318,7 +315,9 @@ def _val_metrics(val_loss: float, bytes_per_token: float) -> dict[str, float]:
             "val_bpb": bits_per_byte(val_loss, bytes_per_token)}
 
 
-def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None) -> dict[str, Any]:
+def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None,
+                        measure: list[torch.Tensor]) -> dict[str, Any]:
+    """The summary of a run that ended; ``measure``: the fixed batches for the internals."""
     r, data, step = loop.recipe, loop.data, loop.step
     summary: dict[str, Any] = {
         "status": "diverged" if divergence else "finished", "steps": step,
@@ -340,7 +339,7 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
             summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device)
         summary.update(_val_metrics(summary[f"val_loss_ctx{r.long_context[0]}x"],
                                     data.bytes_per_token["val"]))
-        internals = measure_internals(loop.model, _measure_batches(loop))
+        internals = measure_internals(loop.model, measure)
         summary.update(internals.metrics())
         tracker.log_arrays(INTERNALS_ARTIFACT, internals.arrays())
     metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}

@@ -20,9 +20,10 @@ PRESETS: dict[str, Backbone] = {
         n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
         vocab_size=4096, moe=MoEConfig(n_experts=8, top_k=2, expert_hidden=96),
     ),
-    # The candidate sink-forming CPU model (recipes/sink-cpu.yaml): the tiny shape without
-    # QK-norm, the most sink-prone configuration measured within a 15-minute CPU budget. It does
-    # NOT form a clear sink yet (f_attn at most ~2x the uniform share): docs/sink-preset.md.
+    # The candidate sink-forming CPU model (recipes/sink-cpu.yaml, which trains it on raw bytes):
+    # the tiny shape without QK-norm, the most sink-prone shape measured within a 15-minute CPU
+    # budget. It does NOT form a clear sink (layer f_attn at most ~5x the uniform share, one
+    # head near 0.2): docs/sink-preset.md.
     "sink-cpu": Backbone(
         n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
         vocab_size=4096, qk_norm=False,

@@ -29,18 +29,10 @@ from runners.train import build_for_data, lm_loss, make_optimizer, train
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "runner_overhead.json"
 
 
-def bare_loop(variant: str, recipe, data, steps: int) -> float:
-    """Seconds for ``steps`` optimizer steps with nothing else: no logging, no measurements."""
-    stepper = Stepper(variant, recipe, data, steps)
-    start = time.perf_counter()
-    for _ in range(steps):
-        stepper.step()
-    return time.perf_counter() - start
-
-
 class Stepper:
-    """One variant's model, optimizer and pre-sampled batches (the same batches for every
-    variant), stepped one optimizer step at a time so that two variants can be interleaved."""
+    """The bare loop: one variant's model, optimizer and pre-sampled batches (the same batches
+    for every variant), with nothing else (no logging, no measurements), stepped one optimizer
+    step at a time so that it can be interleaved with another loop."""
 
     def __init__(self, variant: str, recipe, data, steps: int) -> None:
         torch.manual_seed(0)

@@ -5,7 +5,8 @@ tool behind the search in ``docs/sink-preset.md``: cheaper per measurement than 
 train`` (no MLflow, no long-context evaluation), with a per-head view the runner does not log.
 
 ``f_attn`` is the runner's definition (``runners.measurements.first_token_attention``: the
-probability on key 0, mean over heads and queries 1..T-1), on 2 fixed validation batches of 8.
+probability on key 0, mean over heads and queries 1..T-1; per head with
+``first_token_attention_per_head``), on 2 fixed validation batches of 8.
 
     .venv/bin/python experiments/sink_probe.py --out /tmp/x2.jsonl --tokenizer bytes \\
         --seq-len 512 --batch 8 --limit-s 1200
@@ -33,8 +34,10 @@ from model.transformer import GatedLM
 from registry.backbone import Backbone
 from registry.loader import load_variant
 from runners.data import DataConfig, eval_batches, prepare_data, sample_batch, window_starts
+from runners.measurements import first_token_attention_per_head
+from runners.recipe import load_recipe
 from runners.schedule import lr_at
-from runners.train import lm_loss
+from runners.train import lm_loss, make_optimizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,25 +77,25 @@ def probe(model: GatedLM, batches: list[tuple[torch.Tensor, torch.Tensor]], eot:
     """Validation loss and the attention shares described in the module docstring."""
     was_training = model.training
     model.eval()
-    f_lh = torch.zeros(0)
-    eot_l = torch.zeros(0)
-    val = 0.0
+    losses: list[float] = []
+    f_per_batch: list[torch.Tensor] = []  # each (layers, heads)
+    eot_per_batch: list[torch.Tensor] = []  # each (layers,)
     for x, y in batches:
         out = model(x, return_probs=True)
         assert out.attn_probs is not None
-        val += F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten()).item()
-        is_eot_BS = (x == eot).float()
-        f = torch.stack([p[:, :, 1:, 0].float().mean((0, 2)) for p in out.attn_probs])
-        e = torch.stack([(p[:, :, 1:, :].float() * is_eot_BS[:, None, None, :]).sum(-1).mean()
-                         for p in out.attn_probs])
-        f_lh = f if f_lh.numel() == 0 else f_lh + f
-        eot_l = e if eot_l.numel() == 0 else eot_l + e
+        losses.append(F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten()).item())
+        is_eot_BS = (x == eot).double()
+        f_per_batch.append(torch.stack([first_token_attention_per_head(p)
+                                        for p in out.attn_probs]))
+        eot_per_batch.append(torch.stack([
+            (p[:, :, 1:, :].double() * is_eot_BS[:, None, None, :]).sum(-1).mean()
+            for p in out.attn_probs]))
     model.train(was_training)
-    n = len(batches)
-    return {"val": round(val / n, 4),
-            "f": [round(v, 3) for v in (f_lh / n).mean(1).tolist()],
-            "fmaxhead": [round(v, 3) for v in (f_lh / n).max(1).values.tolist()],
-            "eot": [round(v, 3) for v in (eot_l / n).tolist()]}
+    f_lh = torch.stack(f_per_batch).mean(0)
+    return {"val": round(float(np.mean(losses)), 4),
+            "f": [round(v, 3) for v in f_lh.mean(1).tolist()],
+            "fmaxhead": [round(v, 3) for v in f_lh.max(1).values.tolist()],
+            "eot": [round(v, 3) for v in torch.stack(eot_per_batch).mean(0).tolist()]}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -106,11 +109,8 @@ def run(args: argparse.Namespace) -> None:
                         vocab_size=data.vocab_size, qk_norm=args.qk_norm)
     torch.manual_seed(args.seed)
     model = GatedLM(backbone, load_variant(args.variant), "auto").to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, load_recipe("tiny", {"lr": args.lr,
+                                                     "weight_decay": args.weight_decay}))
     doc_eot = eot if args.windows == "document" else None
     starts = window_starts(data.train, args.seq_len, doc_eot) if doc_eot is not None else None
     gen = torch.Generator().manual_seed(args.seed)

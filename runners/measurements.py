@@ -31,9 +31,15 @@ from model.transformer import GatedLM
 Tensor = torch.Tensor
 
 
+def first_token_attention_per_head(probs_BHTS: Tensor) -> Tensor:
+    """Each head's mean probability on key 0 over batch and queries 1..T-1: shape (H,)."""
+    return probs_BHTS[:, :, 1:, 0].double().mean((0, 2))
+
+
 def first_token_attention(probs_BHTS: Tensor) -> float:
-    """Mean probability on key 0 over batch, heads and queries 1..T-1."""
-    return probs_BHTS[:, :, 1:, 0].double().mean().item()
+    """Mean probability on key 0 over batch, heads and queries 1..T-1 (every head weighs the
+    same: the mean of ``first_token_attention_per_head``)."""
+    return first_token_attention_per_head(probs_BHTS).mean().item()
 
 
 def max_abs_activation(hidden_BTD: Tensor) -> float:

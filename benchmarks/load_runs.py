@@ -129,7 +129,7 @@ def main() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow
 
-    from dashboards.runs import load
+    from gatelab.dashboards.runs import load
 
     work = Path(tempfile.mkdtemp(prefix="gatelab-loadbench-"))
     uri = f"sqlite:///{work / 'mlflow.db'}"

@@ -30,12 +30,12 @@ def main() -> None:
         f"  overrides: {{steps: {args.steps}, eval_every: 50, checkpoint_every: 50}}\n"
         f"  seeds: {seeds}\n  resources: {{cpus: 1}}\n")
 
-    from registry.loader import load_variant
-    from runners.data import DataConfig, prepare_data
-    from runners.recipe import load_recipe
-    from runners.run_config import Resources
-    from runners.sweep import SweepContext, connect_ray, run_sweep
-    from runners.train import train
+    from gatelab.registry.loader import load_variant
+    from gatelab.runners.data.tokens import DataConfig, prepare_data
+    from gatelab.runners.run.recipe import load_recipe
+    from gatelab.runners.run.resources import Resources
+    from gatelab.runners.run.train import train
+    from gatelab.runners.sweep.execute import SweepContext, connect_ray, run_sweep
 
     cores = os.cpu_count() or 1
     serial_s: dict[int, float] = {}

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from registry.loader import load_all, load_variant
-from runners.data import DataConfig, prepare_data, sample_batch
-from runners.recipe import load_recipe
-from runners.run_config import Resources
-from runners.train import build_for_data, lm_loss, make_optimizer, train
+from gatelab.registry.loader import load_all, load_variant
+from gatelab.runners.data.tokens import DataConfig, prepare_data, sample_batch
+from gatelab.runners.run.recipe import load_recipe
+from gatelab.runners.run.resources import Resources
+from gatelab.runners.run.train import build_for_data, lm_loss, make_optimizer, train
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "runner_overhead.json"
 

@@ -2,7 +2,7 @@
 
 In a notebook::
 
-    import dashboards
+    from gatelab import dashboards
     runs = dashboards.load("smoke")          # or load(None) for every run, tracking_uri=...
     runs.frame                               # one row per run, typed columns
     runs.table1(); runs.table4(); runs.lr_tolerance(); runs.stability()
@@ -10,11 +10,11 @@ In a notebook::
 
 ``gatelab report NAME`` writes all of it (Markdown, CSV, PNG, one self-contained HTML file) and
 ``gatelab ui`` opens the MLflow UI. This package reads specs from ``registry`` (they are data)
-and never imports the training code (``model``, ``runners.train``); where a tracking URI
+and never imports the training code (``model``, ``gatelab.runners.run.train``); where a tracking URI
 points and which file a SQLite store is come from ``runners/tracking.py``, the module that
 writes the runs.
 """
 
-from dashboards.runs import Runs, load
+from gatelab.dashboards.runs import Runs, load
 
 __all__ = ["Runs", "load"]

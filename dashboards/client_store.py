@@ -11,8 +11,8 @@ from typing import Any
 
 import polars as pl
 
-from dashboards.columns import HASH_TAG, SUMMARY_TAG, SWEEP_TAG_PREFIX
-from dashboards.store import HISTORY_SCHEMA, KV_SCHEMA, METRIC_SCHEMA, RUNS_SCHEMA, RawRuns
+from gatelab.contract import IN_SWEEP, SWEEP_TAG_PREFIX, TAG_PREFIX, Tag
+from gatelab.dashboards.store import HISTORY_SCHEMA, KV_SCHEMA, METRIC_SCHEMA, RUNS_SCHEMA, RawRuns
 
 _PAGE = 1000
 
@@ -38,7 +38,7 @@ class ClientStore:
         if not experiments:
             return RawRuns.empty()
         names = {e.experiment_id: e.name for e in experiments}
-        query = f"tags.`{SWEEP_TAG_PREFIX}{sweep}` = '1'" if sweep is not None else ""
+        query = f"tags.`{SWEEP_TAG_PREFIX}{sweep}` = '{IN_SWEEP}'" if sweep is not None else ""
         runs: list[tuple[Any, ...]] = []
         tags: list[tuple[str, str, str]] = []
         params: list[tuple[str, str, str]] = []
@@ -48,12 +48,12 @@ class ClientStore:
             page = client.search_runs(list(names), query, max_results=_PAGE, page_token=token)
             for run in page:
                 data, info = run.data, run.info
-                if HASH_TAG not in data.tags or SUMMARY_TAG in data.tags:
+                if Tag.RUN_HASH not in data.tags or Tag.SUMMARY in data.tags:
                     continue
                 rid = info.run_id
                 runs.append((rid, info.run_name, names.get(info.experiment_id), info.status,
                              info.start_time, info.end_time))
-                tags += [(rid, k, v) for k, v in data.tags.items() if k.startswith("gatelab.")]
+                tags += [(rid, k, v) for k, v in data.tags.items() if k.startswith(TAG_PREFIX)]
                 params += [(rid, k, v) for k, v in data.params.items()]
                 metrics += [(rid, k, float(v)) for k, v in data.metrics.items()]
             token = page.token

@@ -11,32 +11,37 @@ from __future__ import annotations
 
 import polars as pl
 
+from gatelab.contract import DONE_STATUSES as _DONE
+from gatelab.contract import RunStatus, Tag
+
 DType = pl.DataType | type[pl.DataType]
 """A Polars dtype, as a class (``pl.Int64``) or an instance (``pl.List(pl.Utf8)``)."""
 
 TAG_COLUMNS: dict[str, tuple[str, DType]] = {
-    "gatelab.variant": ("variant", pl.Utf8),
-    "gatelab.run_hash": ("run_hash", pl.Utf8),
-    "gatelab.status": ("status", pl.Utf8),
-    "gatelab.seed": ("seed", pl.Int64),
-    "gatelab.lr": ("lr", pl.Float64),
-    "gatelab.size": ("size", pl.Utf8),
-    "gatelab.position": ("position", pl.Utf8),
-    "gatelab.granularity": ("granularity", pl.Utf8),
-    "gatelab.paper_row": ("paper_row", pl.Utf8),
-    "gatelab.diverged_step": ("diverged_step", pl.Int64),
-    "gatelab.divergence": ("divergence", pl.Utf8),
-    "gatelab.failure": ("failure", pl.Utf8),
-    "gatelab.git_commit": ("git_commit", pl.Utf8),
+    Tag.VARIANT.value: ("variant", pl.Utf8),
+    Tag.RUN_HASH.value: ("run_hash", pl.Utf8),
+    Tag.STATUS.value: ("status", pl.Utf8),
+    Tag.SEED.value: ("seed", pl.Int64),
+    Tag.LR.value: ("lr", pl.Float64),
+    Tag.SIZE.value: ("size", pl.Utf8),
+    Tag.POSITION.value: ("position", pl.Utf8),
+    Tag.GRANULARITY.value: ("granularity", pl.Utf8),
+    Tag.PAPER_ROW.value: ("paper_row", pl.Utf8),
+    Tag.SETTING_HASH.value: ("setting_id", pl.Utf8),
+    Tag.LR_SETTING_HASH.value: ("lr_setting_id", pl.Utf8),
+    Tag.DIVERGED_STEP.value: ("diverged_step", pl.Int64),
+    Tag.DIVERGENCE.value: ("divergence", pl.Utf8),
+    Tag.FAILURE.value: ("failure", pl.Utf8),
+    Tag.GIT_COMMIT.value: ("git_commit", pl.Utf8),
+    Tag.DEVICE.value: ("device", pl.Utf8),
+    Tag.PRECISION.value: ("precision", pl.Utf8),
+    Tag.KERNEL.value: ("kernel", pl.Utf8),
+    Tag.TORCH_VERSION.value: ("torch_version", pl.Utf8),
+    Tag.IDENTITY_VERSION.value: ("identity_version", pl.Int64),
 }
-"""gatelab tag -> (column, dtype). The value ``none`` (the baseline's position) becomes null."""
-
-SWEEP_TAG_PREFIX = "gatelab.sweep."
-"""A run belongs to sweep NAME when it has the tag ``gatelab.sweep.NAME``."""
-SUMMARY_TAG = "gatelab.summary"
-"""Set on the summary runs ``gatelab report`` writes; such runs are never training runs."""
-HASH_TAG = "gatelab.run_hash"
-"""Every training run has one; runs without it are not loaded."""
+"""gatelab tag -> (column, dtype). The value ``none`` (the baseline's position) becomes null.
+``setting_id`` and ``lr_setting_id`` are the runner's setting hashes (``gatelab.identity``);
+a run recorded before they existed gets its own run hash for both (never pooled)."""
 
 RUN_COLUMNS: dict[str, DType] = {
     "run_id": pl.Utf8,
@@ -68,18 +73,15 @@ learning rate of the schedule) is ``metric.lr``, beside the ``lr`` tag (the peak
 
 DERIVED_COLUMNS: dict[str, DType] = {
     "sweeps": pl.List(pl.Utf8),
-    "setting_id": pl.Utf8,
-    "lr_setting_id": pl.Utf8,
     "setting": pl.Utf8,
     "lr_setting": pl.Utf8,
 }
-"""``sweeps``: the sweeps a run is tagged with. ``setting_id``: a hash of the recipe without
-the seed (runs that differ only by seed share it: they are the seeds of one setting).
-``lr_setting_id``: the same without the learning rate (the rows of an LR grid). ``setting``:
-a readable label of the setting (size, steps or tokens, batch, sequence length, LR);
-``lr_setting``: the same without the LR."""
+"""``sweeps``: the sweeps a run is tagged with. ``setting``: a readable label of the setting
+(size, steps or tokens, batch, sequence length, LR); ``lr_setting``: the same without the LR."""
 
-DONE_STATUSES = ("finished", "diverged")
+FINISHED = RunStatus.FINISHED.value
+DIVERGED = RunStatus.DIVERGED.value
+DONE_STATUSES: list[str] = sorted(s.value for s in _DONE)
 """Runs whose result is final; ``failed``, ``running`` and ``interrupted`` ones are not."""
 
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from dashboards.columns import DONE_STATUSES
-from dashboards.stats import ci_half_width, small_n_note, t_test_p
+from gatelab.dashboards.columns import DONE_STATUSES, FINISHED
+from gatelab.dashboards.stats import ci_half_width, small_n_note, t_test_p
 
 REFERENCE = "baseline"
 """The variant every other one is compared with."""
@@ -28,7 +28,7 @@ PAIR_ON = ("setting_id", "seed")
 
 def finished(runs: pl.DataFrame) -> pl.DataFrame:
     """Runs that trained to the end (their final measurements exist)."""
-    return runs.filter(pl.col("status") == "finished")
+    return runs.filter(pl.col("status") == FINISHED)
 
 
 def completed(runs: pl.DataFrame) -> pl.DataFrame:

@@ -8,21 +8,19 @@ Where a hash was recorded twice (it should not be), the newest run is kept.
 
 from __future__ import annotations
 
-import hashlib
-
 import polars as pl
 
-from dashboards.columns import (
+from gatelab.contract import IN_SWEEP, NO_VALUE, SWEEP_TAG_PREFIX
+from gatelab.dashboards.columns import (
     FINAL_METRICS,
     METRIC_PREFIX,
     PARAM_TYPES,
     RUN_COLUMNS,
-    SWEEP_TAG_PREFIX,
     TAG_COLUMNS,
     DType,
     empty_frame,
 )
-from dashboards.store import Backend, RawRuns, open_store
+from gatelab.dashboards.store import Backend, RawRuns, open_store
 
 
 def load_frame(tracking_uri: str | None = None, experiment: str | None = "gatelab",
@@ -39,10 +37,12 @@ def to_frame(raw: RawRuns) -> pl.DataFrame:
         raw.runs.with_columns(pl.col("start_time", "end_time").cast(pl.Datetime("ms"))
                               .dt.replace_time_zone("UTC"))
         .join(_tag_columns(raw.tags), on="run_id", how="left")
-        .join(_setting_ids(raw), on="run_id", how="left")
         .join(_param_columns(raw.params), on="run_id", how="left")
         .join(_metric_columns(raw.metrics), on="run_id", how="left")
     )
+    # A run recorded before the runner tagged setting hashes is a setting of its own.
+    frame = frame.with_columns(pl.col("setting_id").fill_null(pl.col("run_hash")),
+                               pl.col("lr_setting_id").fill_null(pl.col("run_hash")))
     missing = [m for m in FINAL_METRICS if m not in frame.columns]
     frame = frame.with_columns(pl.lit(None, pl.Float64).alias(m) for m in missing)
     frame = (frame.sort("start_time", descending=True, nulls_last=True)
@@ -60,10 +60,10 @@ def _tag_columns(tags: pl.DataFrame) -> pl.DataFrame:
     typed = []
     for tag, (name, dtype) in TAG_COLUMNS.items():
         col = pl.col(tag) if tag in wide.columns else pl.lit(None, pl.Utf8)
-        col = pl.when(col == "none").then(None).otherwise(col)
+        col = pl.when(col == NO_VALUE).then(None).otherwise(col)
         typed.append(col.cast(dtype, strict=False).alias(name))
     sweeps = (tags.filter(pl.col("key").str.starts_with(SWEEP_TAG_PREFIX)
-                          & (pl.col("value") == "1"))
+                          & (pl.col("value") == IN_SWEEP))
               .group_by("run_id")
               .agg(pl.col("key").str.strip_prefix(SWEEP_TAG_PREFIX).sort().alias("sweeps")))
     return (wide.select("run_id", *typed).join(sweeps, on="run_id", how="left")
@@ -110,43 +110,6 @@ def _metric_columns(metrics: pl.DataFrame) -> pl.DataFrame:
     wide = metrics.pivot(on="key", index="run_id", values="value")
     taken = {*RUN_COLUMNS, *(name for name, _ in TAG_COLUMNS.values())}
     return wide.rename({c: METRIC_PREFIX + c for c in wide.columns if c in taken - {"run_id"}})
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
-def _setting_ids(raw: RawRuns) -> pl.DataFrame:
-    """``setting_id`` (recipe without seed) and ``lr_setting_id`` (without seed and LR). A run
-    that recorded no recipe params is keyed by its size and LR tags."""
-    recipe = raw.params.filter(pl.col("key").str.starts_with("recipe.")
-                               & (pl.col("key") != "recipe.seed"))
-
-    def keyed(rows: pl.DataFrame, name: str) -> pl.DataFrame:
-        return (rows.sort("key").group_by("run_id")
-                .agg((pl.col("key") + "=" + pl.col("value")).str.join("\n").alias(name)))
-
-    from_tags = (raw.tags.filter(pl.col("key").is_in(["gatelab.size", "gatelab.lr"]))
-                 .pivot(on="key", index="run_id", values="value")
-                 if raw.tags.height else pl.DataFrame(schema={"run_id": pl.Utf8}))
-    for tag in ("gatelab.size", "gatelab.lr"):
-        if tag not in from_tags.columns:
-            from_tags = from_tags.with_columns(pl.lit(None, pl.Utf8).alias(tag))
-    fallback_full = pl.concat_str([pl.lit("size="), pl.col("gatelab.size"), pl.lit("\nlr="),
-                                   pl.col("gatelab.lr")], ignore_nulls=True)
-    fallback_lr = pl.concat_str([pl.lit("size="), pl.col("gatelab.size")], ignore_nulls=True)
-    keys = (raw.runs.select("run_id")
-            .join(keyed(recipe, "full"), on="run_id", how="left")
-            .join(keyed(recipe.filter(pl.col("key") != "recipe.lr"), "no_lr"), on="run_id",
-                  how="left")
-            .join(from_tags, on="run_id", how="left")
-            .with_columns(pl.col("full").fill_null(fallback_full),
-                          pl.col("no_lr").fill_null(fallback_lr)))
-    return keys.select(
-        "run_id",
-        pl.col("full").map_elements(_digest, return_dtype=pl.Utf8).alias("setting_id"),
-        pl.col("no_lr").map_elements(_digest, return_dtype=pl.Utf8).alias("lr_setting_id"),
-    )
 
 
 def setting_label(size: object, steps: object, tokens: object, batch: object, seq: object,
@@ -201,7 +164,7 @@ def _dedupe_labels(labels: dict[str, str]) -> dict[str, str]:
 def _column_order(columns: list[str]) -> list[str]:
     tag_cols = [name for name, _ in TAG_COLUMNS.values()]
     first = ["run_id", "run_name", "experiment", *tag_cols[:9], "sweeps", "setting",
-             "lr_setting", "setting_id", "lr_setting_id", *tag_cols[9:], *RUN_COLUMNS.keys(),
+             "lr_setting", *tag_cols[9:], *RUN_COLUMNS.keys(),
              *FINAL_METRICS]
     ordered = [c for c in dict.fromkeys(first) if c in columns]
     rest = [c for c in columns if c not in ordered]

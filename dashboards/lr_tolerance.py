@@ -14,8 +14,9 @@ from typing import Any
 
 import polars as pl
 
-from dashboards.compare import REFERENCE, completed, finished, summarise
-from dashboards.paper import paper_frame
+from gatelab.dashboards.columns import DIVERGED, FINISHED
+from gatelab.dashboards.compare import REFERENCE, completed, finished, summarise
+from gatelab.dashboards.paper import paper_frame
 
 GRID = ("lr_setting_id", "variant", "lr")
 
@@ -36,8 +37,8 @@ def lr_grid(runs: pl.DataFrame) -> pl.DataFrame:
     done = completed(runs)
     counts = done.group_by(GRID, maintain_order=True).agg(
         pl.col("lr_setting").first(),
-        (pl.col("status") == "finished").sum().cast(pl.Int64).alias("n"),
-        (pl.col("status") == "diverged").sum().cast(pl.Int64).alias("n_diverged"))
+        (pl.col("status") == FINISHED).sum().cast(pl.Int64).alias("n"),
+        (pl.col("status") == DIVERGED).sum().cast(pl.Int64).alias("n_diverged"))
     loss = summarise(finished(runs), ["val_loss"], by=GRID).drop("n")
     out = counts.join(loss, on=list(GRID), how="left")
     cells = [_cell(row) for row in out.iter_rows(named=True)]

@@ -12,10 +12,10 @@ from functools import cache
 
 import polars as pl
 
-from dashboards.columns import DType
-from registry.errors import SpecError
-from registry.loader import load_all
-from registry.schema import VariantSpec
+from gatelab.dashboards.columns import DType
+from gatelab.registry.errors import SpecError
+from gatelab.registry.loader import load_all
+from gatelab.registry.schema import VariantSpec
 
 MOE_TABLES = (1, 3, 4, 6)
 """Tables of the 15A2B MoE setting, whose perplexities are comparable with each other."""

@@ -25,10 +25,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dashboards.artifacts import RunArrays
-from dashboards.columns import layer_columns
-from dashboards.compare import REFERENCE, finished
-from dashboards.lr_tolerance import lr_grid
+from gatelab.dashboards.artifacts import RunArrays
+from gatelab.dashboards.columns import layer_columns
+from gatelab.dashboards.compare import REFERENCE, finished
+from gatelab.dashboards.lr_tolerance import lr_grid
 
 MAX_PANELS = 4
 """Loss-curve panels: the settings with the most finished runs."""

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import polars as pl
 
-from dashboards import plots
-from dashboards.compare import finished
-from dashboards.render import markdown_table
-from dashboards.report_html import render_html
-from dashboards.runs import Runs
+from gatelab.dashboards import plots
+from gatelab.dashboards.columns import DONE_STATUSES
+from gatelab.dashboards.compare import finished
+from gatelab.dashboards.render import markdown_table
+from gatelab.dashboards.report_html import render_html
+from gatelab.dashboards.runs import Runs
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def _notes(runs: Runs) -> list[str]:
     if left:
         notes.append("Claims these runs cannot test (their variants or an LR grid were not "
                      f"run): {', '.join(left)}.")
-    excluded = runs.frame.filter(~pl.col("status").is_in(["finished", "diverged"])).height
+    excluded = runs.frame.filter(~pl.col("status").is_in(DONE_STATUSES)).height
     if excluded:
         notes.append(f"{excluded} runs that failed or did not end are listed in the run count "
                      "but left out of every table.")

@@ -13,12 +13,13 @@ from typing import Any
 
 import polars as pl
 
-from dashboards import lr_tolerance as lr_tables
-from dashboards import tables
-from dashboards.artifacts import RunArrays, read_arrays
-from dashboards.load import to_frame
-from dashboards.store import Backend, RunStore, open_store
-from dashboards.verdicts import untested, verdicts
+from gatelab.dashboards import lr_tolerance as lr_tables
+from gatelab.dashboards import tables
+from gatelab.dashboards.artifacts import RunArrays, read_arrays
+from gatelab.dashboards.columns import FINISHED
+from gatelab.dashboards.load import to_frame
+from gatelab.dashboards.store import Backend, RunStore, open_store
+from gatelab.dashboards.verdicts import untested, verdicts
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Runs:
     def arrays(self, run_ids: Sequence[str] | None = None) -> dict[str, RunArrays]:
         """Per finished run (by ``run_id``; ``run_ids`` narrows them): its gate-score histograms
         and attention maps (``dashboards/artifacts.py``), downloaded once per ``Runs``."""
-        fin = self.frame.filter(pl.col("status") == "finished")["run_id"].to_list()
+        fin = self.frame.filter(pl.col("status") == FINISHED)["run_id"].to_list()
         wanted = fin if run_ids is None else [r for r in fin if r in set(run_ids)]
         cache: dict[str, RunArrays | None] = self._cache.setdefault("arrays", {})
         missing = [r for r in wanted if r not in cache]

@@ -20,8 +20,9 @@ from typing import Any
 
 import polars as pl
 
-from dashboards.columns import HASH_TAG, SUMMARY_TAG, SWEEP_TAG_PREFIX, DType
-from dashboards.store import (
+from gatelab.contract import IN_SWEEP, SWEEP_TAG_PREFIX, Tag
+from gatelab.dashboards.columns import DType
+from gatelab.dashboards.store import (
     HISTORY_SCHEMA,
     KV_SCHEMA,
     METRIC_SCHEMA,
@@ -48,7 +49,7 @@ class SqliteStore:
             with closing(self._connect()) as conn:
                 return _read_runs(conn, experiment, sweep)
         except sqlite3.DatabaseError as err:
-            from dashboards.client_store import ClientStore
+            from gatelab.dashboards.client_store import ClientStore
 
             warnings.warn(f"reading {self.path} with SQL failed ({err}); using MlflowClient",
                           stacklevel=2)
@@ -76,13 +77,13 @@ def _read_runs(conn: sqlite3.Connection, experiment: str | None, sweep: str | No
     where = ["r.lifecycle_stage = 'active'",
              "r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ?)",
              "r.run_uuid NOT IN (SELECT run_uuid FROM tags WHERE key = ?)"]
-    args: list[object] = [HASH_TAG, SUMMARY_TAG]
+    args: list[object] = [Tag.RUN_HASH.value, Tag.SUMMARY.value]
     if experiment is not None:
         where.append("e.name = ?")
         args.append(experiment)
     if sweep is not None:
-        where.append("r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ?)")
-        args.append(SWEEP_TAG_PREFIX + sweep)
+        where.append("r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value = ?)")
+        args += [SWEEP_TAG_PREFIX + sweep, IN_SWEEP]
     selected = ("SELECT r.run_uuid AS run_uuid, r.name AS name, e.name AS experiment, "
                 "r.status AS status, r.start_time AS start_time, r.end_time AS end_time "
                 "FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "

@@ -16,9 +16,8 @@ from typing import Literal, Protocol
 
 import polars as pl
 
-from dashboards.columns import DType
-from runners.tracking import resolve_tracking_uri as resolve_tracking_uri  # re-exported
-from runners.tracking import sqlite_path as sqlite_path
+from gatelab.contract import resolve_tracking_uri, sqlite_path
+from gatelab.dashboards.columns import DType
 
 Backend = Literal["auto", "sql", "client"]
 
@@ -73,8 +72,8 @@ class RunStore(Protocol):
 def open_store(uri: str | None = None, backend: Backend = "auto") -> RunStore:
     """The reader for ``uri`` (resolved as ``resolve_tracking_uri`` does): SQL for an
     existing SQLite file unless ``backend="client"``, ``MlflowClient`` otherwise."""
-    from dashboards.client_store import ClientStore
-    from dashboards.sqlite_store import SqliteStore
+    from gatelab.dashboards.client_store import ClientStore
+    from gatelab.dashboards.sqlite_store import SqliteStore
 
     resolved = resolve_tracking_uri(uri)
     path = sqlite_path(resolved)

@@ -14,22 +14,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dashboards.columns import SUMMARY_TAG, SWEEP_TAG_PREFIX
-from dashboards.report import Report
-
-SUMMARY_SWEEP_TAG = "gatelab.summary.sweep"
+from gatelab.contract import Tag, sweep_tag
+from gatelab.dashboards.report import Report
 
 
 def summary_tags(sweep: str, n_runs: int) -> dict[str, str]:
-    return {SUMMARY_TAG: "1", SUMMARY_SWEEP_TAG: sweep, f"{SWEEP_TAG_PREFIX}{sweep}": "1",
-            "gatelab.summary.runs": str(n_runs),
+    return {Tag.SUMMARY: "1", Tag.SUMMARY_SWEEP: sweep, **sweep_tag(sweep),
+            Tag.SUMMARY_RUNS: str(n_runs),
             "mlflow.note.content": f"Summary of sweep {sweep}: see the report/ artifacts "
                                    "(report.html opens offline)."}
 
 
 def previous_summaries(client: Any, experiment_id: str, sweep: str) -> list[str]:
     """Run ids of earlier summary runs of ``sweep``."""
-    query = f"tags.`{SUMMARY_TAG}` = '1' and tags.`{SUMMARY_SWEEP_TAG}` = '{sweep}'"
+    query = f"tags.`{Tag.SUMMARY}` = '1' and tags.`{Tag.SUMMARY_SWEEP}` = '{sweep}'"
     return [r.info.run_id for r in client.search_runs([experiment_id], query, max_results=100)]
 
 
@@ -52,7 +50,7 @@ def attach(report: Report, tracking_uri: str, experiment: str, sweep: str) -> st
         run_id,
         metrics=[Metric(f"claims.{k}", float(v), now, 0) for k, v in counts.items()]
         + [Metric("runs", float(report.n_runs), now, 0)],
-        tags=[RunTag(k, v) for k, v in summary_tags(sweep, report.n_runs).items()])
+        tags=[RunTag(str(k), v) for k, v in summary_tags(sweep, report.n_runs).items()])
     client.log_artifacts(run_id, str(report.out), artifact_path="report")
     client.set_terminated(run_id, status="FINISHED")
     for previous in old:

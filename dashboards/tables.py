@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from dashboards.compare import (
+from gatelab.dashboards.columns import DIVERGED, FINISHED
+from gatelab.dashboards.compare import (
     GROUP,
     REFERENCE,
     completed,
@@ -19,8 +20,8 @@ from dashboards.compare import (
     paired_columns,
     summarise,
 )
-from dashboards.paper import paper_frame
-from dashboards.stats import spearman
+from gatelab.dashboards.paper import paper_frame
+from gatelab.dashboards.stats import spearman
 
 LABELS = ("setting", "lr")
 """Readable columns every table starts with (the grouping key ``setting_id`` ends it)."""
@@ -32,8 +33,8 @@ def _labels(runs: pl.DataFrame) -> pl.DataFrame:
 
 def _counts(runs: pl.DataFrame) -> pl.DataFrame:
     return completed(runs).group_by(GROUP).agg(
-        (pl.col("status") == "finished").sum().cast(pl.Int64).alias("n"),
-        (pl.col("status") == "diverged").sum().cast(pl.Int64).alias("n_diverged"))
+        (pl.col("status") == FINISHED).sum().cast(pl.Int64).alias("n"),
+        (pl.col("status") == DIVERGED).sum().cast(pl.Int64).alias("n_diverged"))
 
 
 def _order(frame: pl.DataFrame) -> pl.DataFrame:

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dashboards.store import resolve_tracking_uri, sqlite_path
+from gatelab.contract import resolve_tracking_uri, sqlite_path
 
 HOST = "127.0.0.1"
 

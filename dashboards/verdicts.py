@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import polars as pl
 
-from dashboards.columns import DType
-from dashboards.compare import REFERENCE, completed, finished, paired_diff
-from dashboards.lr_tolerance import lr_grid, lr_summary
-from dashboards.stats import ALPHA, fisher_greater, one_sample_t_test
-from dashboards.tables import rank_agreement
+from gatelab.dashboards.columns import DType
+from gatelab.dashboards.compare import REFERENCE, completed, finished, paired_diff
+from gatelab.dashboards.lr_tolerance import lr_grid, lr_summary
+from gatelab.dashboards.stats import ALPHA, fisher_greater, one_sample_t_test
+from gatelab.dashboards.tables import rank_agreement
 
 Verdict = Literal["reproduced", "not reproduced", "inconclusive at this scale"]
 REPRODUCED: Verdict = "reproduced"

@@ -4,7 +4,7 @@ the most sink-like head of each layer, and how much goes to any end-of-text toke
 tool behind the search in ``docs/sink-preset.md``: cheaper per measurement than ``gatelab
 train`` (no MLflow, no long-context evaluation), with a per-head view the runner does not log.
 
-``f_attn`` is the runner's definition (``runners.measurements.first_token_attention``: the
+``f_attn`` is the runner's definition (``gatelab.runners.run.measurements.first_token_attention``: the
 probability on key 0, mean over heads and queries 1..T-1; per head with
 ``first_token_attention_per_head``), on 2 fixed validation batches of 8.
 
@@ -30,14 +30,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.transformer import GatedLM
-from registry.backbone import Backbone
-from registry.loader import load_variant
-from runners.data import DataConfig, eval_batches, prepare_data, sample_batch, window_starts
-from runners.measurements import first_token_attention_per_head
-from runners.recipe import load_recipe
-from runners.schedule import lr_at
-from runners.train import lm_loss, make_optimizer
+from gatelab.model.transformer import GatedLM
+from gatelab.registry.backbone import Backbone
+from gatelab.registry.loader import load_variant
+from gatelab.runners.data.tokens import (
+    DataConfig,
+    eval_batches,
+    prepare_data,
+    sample_batch,
+    window_starts,
+)
+from gatelab.runners.run.measurements import first_token_attention_per_head
+from gatelab.runners.run.recipe import load_recipe
+from gatelab.runners.run.schedule import lr_at
+from gatelab.runners.run.train import lm_loss, make_optimizer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model import attention_ops
-from model.gates import Gate, insertion_points
-from model.init import linear
-from model.norms import RMSNorm
-from model.rope import apply_rope
-from registry.backbone import Backbone
-from registry.schema import GateSpec, Position, SdpaControl
+from gatelab.model import attention_ops
+from gatelab.model.gates import Gate, insertion_points
+from gatelab.model.init import linear
+from gatelab.model.norms import RMSNorm
+from gatelab.model.rope import apply_rope
+from gatelab.registry.backbone import Backbone
+from gatelab.registry.schema import GateSpec, Position, SdpaControl
 
 Tensor = torch.Tensor
 
@@ -28,7 +28,7 @@ class Attention(nn.Module):
         backbone: Backbone,
         gate: GateSpec | None = None,
         control: SdpaControl | None = None,
-        backend: str = "auto",
+        kernel: attention_ops.Kernel = attention_ops.Kernel.SDPA,
     ):
         super().__init__()
         bb = backbone
@@ -46,7 +46,7 @@ class Attention(nn.Module):
         self.gate_k = points[Position.G3]
         self.gate_q = points[Position.G4]
         self.gate_out = points[Position.G5]
-        self.backend = attention_ops.get_backend(backend)
+        self.kernel = attention_ops.KERNELS[kernel]
 
     def gates(self) -> list[Gate]:
         """The gate modules of this layer (zero or one)."""
@@ -66,7 +66,7 @@ class Attention(nn.Module):
         if return_probs:
             o_BTHK, probs = attention_ops.explicit(q_BTHK, k_BTGK, v_BTGK)
         else:
-            o_BTHK = self.backend(q_BTHK, k_BTGK, v_BTGK)
+            o_BTHK = self.kernel(q_BTHK, k_BTGK, v_BTGK)
         o_BTHK = self.gate_sdpa(x_BTD, o_BTHK)
         y_BTD = self.wo(o_BTHK.reshape(B, T, self.n_heads * self.head_dim))
         y_BTD = self.gate_out(x_BTD, y_BTD.view(B, T, 1, D)).view(B, T, D)

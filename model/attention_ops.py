@@ -1,13 +1,14 @@
 """Causal attention kernels on (B, T, H, K) tensors with grouped-query key/values.
 
-``sdpa`` (torch's fused kernel) is the default; ``flash`` uses flash-attn when it is installed
-and the tensors are half-precision on CUDA; ``explicit`` also returns the probabilities, for the
+``sdpa`` (torch's fused kernel) is the default; ``flash`` uses flash-attn (installed, on CUDA,
+in bf16); ``explicit`` also returns the probabilities, for the
 measurements that need them (attention sink, attention maps). ``explicit`` is the reference the
 other two are tested against.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 import torch
@@ -33,8 +34,12 @@ def sdpa(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> Tensor:
 
 
 def flash(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> Tensor:
+    """flash-attn in bf16 (it takes half precision only); the output in the inputs' dtype."""
     assert flash_attn_func is not None
-    return flash_attn_func(q_BTHK, k_BTGK, v_BTGK, causal=True)
+    dtype = q_BTHK.dtype
+    half = dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+    out = flash_attn_func(q_BTHK.to(half), k_BTGK.to(half), v_BTGK.to(half), causal=True)
+    return out.to(dtype)
 
 
 def explicit(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,34 +61,43 @@ def flash_available() -> bool:
     return flash_attn_func is not None
 
 
-def auto(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> Tensor:
-    """flash-attn where it can run, torch SDPA elsewhere."""
-    if flash_attn_func is not None and q_BTHK.is_cuda and q_BTHK.dtype in (
-        torch.float16,
-        torch.bfloat16,
-    ):
-        return flash(q_BTHK, k_BTGK, v_BTGK)
-    return sdpa(q_BTHK, k_BTGK, v_BTGK)
+class Kernel(enum.StrEnum):
+    """The attention kernel family a model computes with: part of a run's numerics."""
+
+    SDPA = "sdpa"
+    FLASH = "flash"
+    EXPLICIT = "explicit"
+
+
+class KernelChoice(enum.StrEnum):
+    """What a user asks for: a kernel, or ``auto`` (flash-attn on CUDA in bf16 where it is
+    installed, torch SDPA elsewhere)."""
+
+    AUTO = "auto"
+    SDPA = "sdpa"
+    FLASH = "flash"
+    EXPLICIT = "explicit"
+
+
+def resolve_kernel(choice: KernelChoice | str, device_type: str, half_precision: bool) -> Kernel:
+    """The kernel ``choice`` means on this device; an error naming the fix where it cannot run."""
+    choice = KernelChoice(choice)
+    if choice is KernelChoice.AUTO:
+        use_flash = flash_available() and device_type == "cuda" and half_precision
+        return Kernel.FLASH if use_flash else Kernel.SDPA
+    if choice is KernelChoice.FLASH and (not flash_available() or device_type != "cuda"):
+        raise ValueError(
+            "attention kernel 'flash' needs flash-attn on a CUDA device (pip install "
+            "'.[gpu]' --no-build-isolation there); use --backend auto or sdpa elsewhere")
+    return Kernel(choice.value)
 
 
 def _explicit_out(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return explicit(q, k, v)[0]
 
 
-BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "auto": auto,
-    "sdpa": sdpa,
-    "flash": flash,
-    "explicit": _explicit_out,
+KERNELS: dict[Kernel, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    Kernel.SDPA: sdpa,
+    Kernel.FLASH: flash,
+    Kernel.EXPLICIT: _explicit_out,
 }
-
-
-def get_backend(name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; known: {', '.join(BACKENDS)}")
-    if name == "flash" and flash_attn_func is None:
-        raise ValueError(
-            "attention backend 'flash' needs flash-attn: pip install -e '.[gpu]' on a CUDA "
-            "machine, or use backend 'auto' (falls back to torch SDPA)"
-        )
-    return BACKENDS[name]

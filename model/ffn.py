@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.init import DEFAULT_STD, linear
-from registry.backbone import MoEConfig
+from gatelab.model.init import DEFAULT_STD, linear
+from gatelab.registry.backbone import MoEConfig
 
 Tensor = torch.Tensor
 

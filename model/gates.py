@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.init import linear
-from model.norms import RMSNorm
-from registry.backbone import Backbone
-from registry.schema import (
+from gatelab.model.init import linear
+from gatelab.model.norms import RMSNorm
+from gatelab.registry.backbone import Backbone
+from gatelab.registry.schema import (
     Activation,
     Combine,
     GateInit,

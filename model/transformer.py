@@ -1,7 +1,7 @@
 """The decoder-only LM: embeddings, blocks of (attention, FFN), final norm, LM head.
 
-``GatedLM(backbone, spec)`` builds exactly what a resolved backbone and a variant spec say;
-``registry.resolve`` turns a spec and a size preset into that backbone.
+``GatedLM(backbone, architecture)`` builds exactly what a resolved backbone and the
+architecture part of a spec say; ``gatelab.model.build`` resolves the backbone from a size.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.attention import Attention
-from model.ffn import MoE, SwiGLU
-from model.gates import Gate
-from model.init import DEFAULT_STD
-from model.norms import RMSNorm
-from model.rope import rope_tables
-from registry.backbone import Backbone
-from registry.schema import NormPlacement, VariantSpec
+from gatelab.model.attention import Attention
+from gatelab.model.attention_ops import Kernel
+from gatelab.model.ffn import MoE, SwiGLU
+from gatelab.model.gates import Gate
+from gatelab.model.init import DEFAULT_STD
+from gatelab.model.norms import RMSNorm
+from gatelab.model.rope import rope_tables
+from gatelab.registry.backbone import Backbone
+from gatelab.registry.schema import Architecture, NormPlacement
 
 Tensor = torch.Tensor
 
@@ -33,20 +34,20 @@ class Block(nn.Module):
     """``h = x + out_norm(attn(norm(x)))``, then the same for the FFN; ``out_norm`` is the
     identity for pre-norm and an RMSNorm for sandwich norm."""
 
-    def __init__(self, backbone: Backbone, spec: VariantSpec, backend: str):
+    def __init__(self, backbone: Backbone, arch: Architecture, kernel: Kernel):
         super().__init__()
         bb = backbone
         out_std = DEFAULT_STD / (2 * bb.n_layers) ** 0.5
         self.attn_norm = RMSNorm(bb.d_model, bb.norm_eps)
-        self.attn = Attention(bb, spec.gate, spec.sdpa_control, backend)
-        self.attn_out_norm = OUTPUT_NORMS[spec.norm](bb.d_model, bb.norm_eps)
+        self.attn = Attention(bb, arch.gate, arch.sdpa_control, kernel)
+        self.attn_out_norm = OUTPUT_NORMS[arch.norm](bb.d_model, bb.norm_eps)
         self.ffn_norm = RMSNorm(bb.d_model, bb.norm_eps)
         self.ffn: SwiGLU | MoE = (
             MoE(bb.d_model, bb.moe, out_std)
             if bb.moe is not None
             else SwiGLU(bb.d_model, bb.ffn_hidden, out_std)
         )
-        self.ffn_out_norm = OUTPUT_NORMS[spec.norm](bb.d_model, bb.norm_eps)
+        self.ffn_out_norm = OUTPUT_NORMS[arch.norm](bb.d_model, bb.norm_eps)
 
     def forward(
         self, x_BTD: Tensor, cos_TK: Tensor, sin_TK: Tensor, return_probs: bool = False
@@ -69,13 +70,13 @@ class LMOutput:
 
 
 class GatedLM(nn.Module):
-    def __init__(self, backbone: Backbone, spec: VariantSpec, backend: str = "auto"):
+    def __init__(self, backbone: Backbone, arch: Architecture, kernel: Kernel = Kernel.SDPA):
         super().__init__()
         bb = backbone
-        self.backbone, self.spec = bb, spec
+        self.backbone, self.arch = bb, arch
         self.embed = nn.Embedding(bb.vocab_size, bb.d_model)
         nn.init.normal_(self.embed.weight, std=DEFAULT_STD)
-        self.blocks = nn.ModuleList(Block(bb, spec, backend) for _ in range(bb.n_layers))
+        self.blocks = nn.ModuleList(Block(bb, arch, kernel) for _ in range(bb.n_layers))
         self.final_norm = RMSNorm(bb.d_model, bb.norm_eps)
         self.lm_head = nn.Linear(bb.d_model, bb.vocab_size, bias=False)
         if bb.tie_embeddings:

@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any
 
-from registry.errors import Problem, closest
+from gatelab.registry.errors import Problem, closest
 
 _MISSING = object()
 

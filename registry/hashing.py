@@ -1,17 +1,11 @@
-"""Content hashes: a run's identity is the hash of what determines its result."""
+"""The content hash of a spec's architecture (a run's identity is ``gatelab.identity``'s)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+from gatelab.identity import content_hash
+from gatelab.registry.schema import VariantSpec, architecture_dict
 
-from registry.schema import VariantSpec, architecture_dict
-
-
-def content_hash(data: object, length: int = 16) -> str:
-    """sha256 of canonical JSON (sorted keys, no whitespace), first ``length`` hex digits."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+__all__ = ["content_hash", "spec_hash"]
 
 
 def spec_hash(spec: VariantSpec) -> str:

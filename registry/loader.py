@@ -16,32 +16,36 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from registry.errors import Problem, SpecError, closest
-from registry.from_dict import from_dict
-from registry.rules import check
-from registry.schema import SPEC_ONLY_FIELDS, VariantSpec
-
-ABLATIONS_DIR = Path(__file__).resolve().parent.parent / "ablations"
-"""The repository's ``ablations/`` folder."""
+from gatelab.registry.errors import Problem, SpecError, closest
+from gatelab.registry.from_dict import from_dict
+from gatelab.registry.rules import check
+from gatelab.registry.schema import SPEC_ONLY_FIELDS, VariantSpec
+from gatelab.shipped import ablation_folders
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-def spec_paths(folder: Path = ABLATIONS_DIR) -> dict[str, Path]:
-    """Every spec file in ``folder`` by id (file stem), sorted by id."""
-    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+def spec_paths(folder: Path | None = None) -> dict[str, Path]:
+    """Every spec file by id (file stem), sorted by id: in ``folder``, or else in the search
+    order of ``gatelab.shipped.ablation_folders`` (an earlier folder's id wins)."""
+    folders = (folder,) if folder is not None else ablation_folders()
+    found: dict[str, Path] = {}
+    for f in folders:
+        for p in sorted(f.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+    return dict(sorted(found.items()))
 
 
 def load_spec(path: str | Path, search: tuple[Path, ...] = ()) -> VariantSpec:
     """The validated spec in ``path``. Bases are looked up in the file's own folder, then in
-    ``search``, then in ``ablations/``."""
+    ``search``, then in the ablation folders (``gatelab.shipped``)."""
     path = Path(path)
-    folders = (path.parent, *search, ABLATIONS_DIR)
+    folders = (path.parent, *search, *ablation_folders())
     return _load(path.resolve(), tuple(f.resolve() for f in folders), ())
 
 
 def load_variant(variant_id: str) -> VariantSpec:
-    """The spec with this id in ``ablations/``; an error listing close ids otherwise."""
+    """The spec with this id in the ablation folders; an error listing close ids otherwise."""
     paths = spec_paths()
     if variant_id not in paths:
         raise KeyError(
@@ -51,8 +55,9 @@ def load_variant(variant_id: str) -> VariantSpec:
     return _load_cached(paths[variant_id])
 
 
-def load_all(folder: Path = ABLATIONS_DIR) -> list[VariantSpec]:
-    """Every spec in ``folder``, sorted by id; the first invalid file raises."""
+def load_all(folder: Path | None = None) -> list[VariantSpec]:
+    """Every spec (in ``folder``, or in the ablation folders), sorted by id; the first invalid
+    file raises."""
     return [_load_cached(p) for p in spec_paths(folder).values()]
 
 
@@ -125,7 +130,7 @@ def _find_base(base_id: str, folders: tuple[Path, ...]) -> Path | None:
 
 
 def _as_yaml_data(spec: VariantSpec) -> dict[str, Any]:
-    from registry.schema import to_plain
+    from gatelab.registry.schema import to_plain
 
     data = to_plain(spec)
     assert isinstance(data, dict)

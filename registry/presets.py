@@ -7,7 +7,8 @@ parameters a variant adds at the paper's scale.
 
 from __future__ import annotations
 
-from registry.backbone import Backbone, MoEConfig
+from gatelab.registry.backbone import Backbone, MoEConfig
+from gatelab.registry.schema import VariantSpec
 
 PRESETS: dict[str, Backbone] = {
     # The CI/debug model: about 0.9M parameters with a 4096-token vocabulary.
@@ -55,9 +56,14 @@ def get_preset(name: str) -> Backbone:
     try:
         return PRESETS[name]
     except KeyError:
-        from registry.errors import closest
+        from gatelab.registry.errors import closest
 
         raise KeyError(
             f"unknown size preset {name!r}{closest(name, PRESETS)}; known presets: "
             + ", ".join(PRESETS)
         ) from None
+
+
+def tiny_preset_for(spec: VariantSpec) -> str:
+    """The CPU-sized preset a spec builds at: ``tiny-moe`` where it needs experts."""
+    return "tiny-moe" if spec.capacity.extra_experts else "tiny"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from registry.errors import Problem
-from registry.schema import GateInput, Granularity, Position, Sharing, VariantSpec
+from gatelab.registry.errors import Problem
+from gatelab.registry.schema import GateInput, Granularity, Position, Sharing, VariantSpec
 
 
 def _no_heads_at_g5(spec: VariantSpec) -> list[Problem]:

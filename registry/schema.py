@@ -140,6 +140,22 @@ class PaperResult:
 
 
 @dataclass(frozen=True)
+class Architecture:
+    """The part of a spec that changes the built model: what ``GatedLM`` and the run's
+    identity take. The spec's descriptive fields (id, description, paper) are not in it."""
+
+    gate: GateSpec | None = None
+    """``None``: no gate (the baseline)."""
+    sdpa_control: SdpaControl | None = None
+    """A non-gate transform of the SDPA output (Table 3); exclusive with ``gate``."""
+    norm: NormPlacement = NormPlacement.PRE
+    capacity: Capacity = field(default_factory=Capacity)
+    param_match: bool = False
+    """Narrow the FFN so the total parameter count equals the same architecture's without its
+    gate or control (the paper's dense runs do this)."""
+
+
+@dataclass(frozen=True)
 class VariantSpec:
     """A variant of attention: one YAML file in ``ablations/``, a diff from its ``base``."""
 
@@ -164,6 +180,11 @@ class VariantSpec:
     """The paper's rows this variant reproduces, with their reported numbers."""
 
     @property
+    def architecture(self) -> Architecture:
+        """The fields that change the built model, as their own type."""
+        return Architecture(**{name: getattr(self, name) for name in ARCHITECTURE_FIELDS})
+
+    @property
     def paper_row(self) -> str | None:
         """The first reproduced row's label (``T1-5``), ``None`` if none."""
         return self.paper[0].label if self.paper else None
@@ -176,7 +197,7 @@ SPEC_ONLY_FIELDS = ("id", "description", "hypothesis", "base", "paper")
 """Fields that describe a file and are never inherited from its base."""
 
 
-def architecture_dict(spec: VariantSpec) -> dict[str, object]:
+def architecture_dict(spec: VariantSpec | Architecture) -> dict[str, object]:
     """The architecture part of a spec as plain JSON-ready data (enums as their values)."""
     return {name: _plain(getattr(spec, name)) for name in ARCHITECTURE_FIELDS}
 

@@ -11,9 +11,9 @@ import pytest
 from polars.testing import assert_frame_equal
 from synthetic import Store
 
-import dashboards
-from dashboards.columns import FINAL_METRICS
-from dashboards.store import sqlite_path
+from gatelab import dashboards
+from gatelab.dashboards.columns import FINAL_METRICS
+from gatelab.dashboards.store import sqlite_path
 
 
 def test_one_row_per_training_run_of_the_sweep(store: Store) -> None:

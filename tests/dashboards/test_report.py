@@ -13,11 +13,11 @@ import polars as pl
 from mlflow.tracking import MlflowClient
 from synthetic import FakeRun, Store, frame
 
-import dashboards
-from dashboards import plots
-from dashboards.artifacts import RunArrays
-from dashboards.report import write_report
-from dashboards.summary_run import attach
+from gatelab import dashboards
+from gatelab.dashboards import plots
+from gatelab.dashboards.artifacts import RunArrays
+from gatelab.dashboards.report import write_report
+from gatelab.dashboards.summary_run import attach
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"

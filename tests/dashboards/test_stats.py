@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from dashboards.stats import (
+from gatelab.dashboards.stats import (
     ci_half_width,
     fisher_greater,
     mean_ci,

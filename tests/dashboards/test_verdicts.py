@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from synthetic import FakeRun, frame
 
-from dashboards.lr_tolerance import lr_grid, lr_summary, lr_tolerance
-from dashboards.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, untested, verdicts
+from gatelab.dashboards.lr_tolerance import lr_grid, lr_summary, lr_tolerance
+from gatelab.dashboards.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, untested, verdicts
 
 LRS = (1e-3, 1e-2, 1e-1)
 

@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from registry.backbone import Backbone, MoEConfig
-from registry.schema import (
+from gatelab.registry.backbone import Backbone, MoEConfig
+from gatelab.registry.schema import (
     Activation,
     Combine,
     GateInput,

@@ -9,14 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.build import build_model
-from model.ffn import MoE
-from model.transformer import GatedLM
-from registry.backbone import Backbone, MoEConfig
-from registry.listing import tiny_preset_for
-from registry.loader import load_all, load_variant
-from registry.params import count_params
-from registry.schema import (
+from gatelab.model.build import build_model, count_params
+from gatelab.model.ffn import MoE
+from gatelab.model.transformer import GatedLM
+from gatelab.registry.backbone import Backbone, MoEConfig
+from gatelab.registry.loader import load_all, load_variant
+from gatelab.registry.presets import tiny_preset_for
+from gatelab.registry.schema import (
     Activation,
     Combine,
     GateInit,

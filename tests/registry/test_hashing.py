@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from registry.hashing import content_hash, spec_hash
-from registry.loader import load_all, load_variant
+from gatelab.registry.hashing import content_hash, spec_hash
+from gatelab.registry.loader import load_all, load_variant
 
 
 def test_hash_ignores_description_paper_and_id() -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import SpecError
-from registry.loader import ABLATIONS_DIR, load_all, load_spec, load_variant
-from registry.schema import Activation, GateInput, Position, Sharing
+from gatelab.registry.errors import SpecError
+from gatelab.registry.loader import load_all, load_spec, load_variant
+from gatelab.registry.schema import Activation, GateInput, Position, Sharing
+from gatelab.shipped import shipped_ablations
 
 
 def test_every_ablation_loads_with_a_description_and_hypothesis() -> None:
@@ -16,7 +17,7 @@ def test_every_ablation_loads_with_a_description_and_hypothesis() -> None:
     assert len(specs) >= 24
     for spec in specs:
         assert spec.description and spec.hypothesis, spec.id
-        assert (ABLATIONS_DIR / f"{spec.id}.yaml").is_file()
+        assert (shipped_ablations() / f"{spec.id}.yaml").is_file()
 
 
 def test_a_diff_inherits_its_base_gate_and_not_its_paper_rows() -> None:

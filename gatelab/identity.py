@@ -1,0 +1,62 @@
+"""A run's identity: the hash of everything that changes its numbers, and of nothing else.
+
+The runner (``gatelab.runners.run.setting``) resolves a run into four plain parts and this
+module hashes them: the architecture (every backbone field after the spec's capacity and
+parameter matching, the gate or control, the norm placement), the training fields that change
+the numbers (steps, batch, sequence length, LR schedule, optimizer, measurement sizes), the
+data (the corpus's content hash, tokenizer kind, vocabulary and version, window placement) and
+the numerics (device type, precision, attention kernel family), plus the seed. Names (of the
+variant, recipe or size preset), file paths, evaluation and checkpoint cadence, ``compile``,
+resources and logging are never part of it.
+
+Three hashes come out: the run's (``run_hash``), the setting's (without the seed: the seeds of
+one setting share it) and the LR setting's (without seed and peak LR: one LR grid). Dashboards
+group runs by the tags that carry them and never rebuild an identity of their own.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+IDENTITY_VERSION = 2
+"""Bumped when the rules of what is hashed change; version 1 hashed names and paths."""
+
+
+def content_hash(data: object, length: int = 16) -> str:
+    """sha256 of canonical JSON (sorted keys, no whitespace), first ``length`` hex digits."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    run_hash: str
+    setting_hash: str
+    """Without the seed."""
+    lr_setting_hash: str
+    """Without the seed and ``training.lr``."""
+    document: dict[str, Any]
+    """What ``run_hash`` hashes: recorded with the run (``identity.json``)."""
+
+
+def run_identity(*, architecture: Mapping[str, Any], training: Mapping[str, Any],
+                 data: Mapping[str, Any], numerics: Mapping[str, Any], seed: int
+                 ) -> RunIdentity:
+    """The identity of a run from its resolved parts (plain JSON-ready data). ``training``
+    holds the peak learning rate as ``lr``."""
+    if "lr" not in training:
+        raise ValueError("training must hold the peak learning rate as 'lr'")
+    document: dict[str, Any] = {
+        "version": IDENTITY_VERSION, "architecture": copy.deepcopy(dict(architecture)),
+        "training": dict(training), "data": dict(data), "numerics": dict(numerics),
+        "seed": seed,
+    }
+    setting = {k: v for k, v in document.items() if k != "seed"}
+    lr_setting = {**setting, "training": {k: v for k, v in training.items() if k != "lr"}}
+    return RunIdentity(content_hash(document), content_hash(setting), content_hash(lr_setting),
+                       document)

@@ -1,0 +1,87 @@
+"""The one model builder: parameter counts at the paper's shape match its "+Param" column (Table
+1), parameter matching, size rules, and every way of naming a spec builds the same model."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatelab.model.build import added_params, build_model, count_params, resolve_backbone
+from gatelab.registry.errors import SpecError
+from gatelab.registry.loader import load_all, load_variant
+
+PAPER = "paper-moe-15a2b"
+
+# Table 1's "+Param" column, millions.
+TABLE1 = {
+    "more-kv-heads": 50, "more-q-heads": 201, "g1-elementwise": 201, "g2-elementwise": 25,
+    "g3-elementwise": 25, "g4-elementwise": 201, "g5-elementwise": 100, "g1-headwise": 1.6,
+    "g2-headwise": 0.2, "g1-head-shared": 201, "g2-head-shared": 25, "g1-additive-silu": 201,
+    "g1-silu": 201,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(TABLE1))
+def test_added_params_match_table1_within_one_percent(variant: str) -> None:
+    got = added_params(load_variant(variant), PAPER) / 1e6
+    # The paper rounds to 2-3 significant figures (0.2 for 0.197, 1.6 for 1.57).
+    tolerance = 0.01 if TABLE1[variant] >= 25 else 0.02
+    assert got == pytest.approx(TABLE1[variant], rel=tolerance)
+
+
+def test_four_more_experts_cost_453m_not_the_stated_400m() -> None:
+    got = added_params(load_variant("more-experts"), PAPER)
+    assert got == pytest.approx(453.2e6, rel=0.001)
+
+
+def test_every_spec_records_the_paper_added_params_it_reproduces() -> None:
+    for spec in load_all():
+        for row in spec.paper:
+            if row.table == 1 and row.row >= 5 and row.added_params_m is not None:
+                assert added_params(spec, PAPER) / 1e6 == pytest.approx(row.added_params_m,
+                                                                        rel=0.02), spec.id
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper-dense-28l", "paper-dense-48l"])
+@pytest.mark.parametrize("variant", ["g1-elementwise-matched", "g1-headwise-matched"])
+def test_param_matching_lands_within_half_an_ffn_unit(variant: str, preset: str) -> None:
+    spec = load_variant(variant)
+    backbone = resolve_backbone(spec, preset)
+    one_unit = backbone.n_layers * 3 * backbone.d_model
+    assert abs(added_params(spec, preset)) <= one_unit / 2
+    assert backbone.ffn_hidden < resolve_backbone(load_variant("baseline"), preset).ffn_hidden
+
+
+def test_extra_experts_on_a_dense_preset_is_a_clear_error() -> None:
+    with pytest.raises(SpecError, match="capacity.extra_experts: 4 needs an MoE FFN; use an MoE "
+                                        r"size preset \(tiny-moe, paper-moe-15a2b\)"):
+        count_params(load_variant("more-experts"), "tiny")
+
+
+def test_fractional_head_counts_are_rejected_at_resolve() -> None:
+    from dataclasses import replace
+
+    from gatelab.registry.schema import Capacity
+
+    spec = replace(load_variant("more-q-heads"), capacity=Capacity(q_heads_mult=1.3))
+    with pytest.raises(SpecError, match="capacity.q_heads_mult: gives 5.2 heads from 4"):
+        resolve_backbone(spec, "tiny")
+
+
+@pytest.mark.parametrize("position", ["G3", "G4"])
+def test_a_headwise_scale_on_q_or_k_under_qk_norm_is_rejected(position: str) -> None:
+    from dataclasses import replace
+
+    from gatelab.registry.schema import Granularity, Position
+
+    base = load_variant("g1-headwise")
+    assert base.gate is not None
+    gate = replace(base.gate, position=Position(position), granularity=Granularity.HEADWISE)
+    with pytest.raises(SpecError, match=f"at {position} is cancelled by QK-norm"):
+        resolve_backbone(replace(base, gate=gate), "tiny")
+
+
+def test_paper_presets_build_on_the_meta_device() -> None:
+    for preset in ("paper-moe-15a2b", "paper-dense-28l", "paper-dense-48l"):
+        model = build_model(load_variant("g1-elementwise"), preset, device="meta")
+        assert model.num_params() > 1e9
+        assert next(model.parameters()).is_meta

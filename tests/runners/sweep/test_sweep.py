@@ -1,0 +1,239 @@
+"""Sweeps end to end with real processes: a local Ray, `ray start` + `ray job submit`, a driver
+killed with SIGKILL, a worker killed mid-run, an Optuna search interrupted and resumed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[3]
+SHORT = ("{steps: %d, eval_every: 10, checkpoint_every: 10, warmup_steps: 3, batch_size: 8, "
+         "seq_len: 64, eval_batches: 2, measure_batches: 1}")
+SWEEPS = f"""
+mini:
+  description: two quick runs
+  variants: [baseline, g1-headwise]
+  recipe: tiny
+  overrides: {SHORT % 20}
+  seeds: [0]
+long:
+  description: three longer runs, to be interrupted
+  variants: [baseline, g1-headwise, g2-headwise]
+  recipe: tiny
+  overrides: {SHORT % 150}
+  seeds: [0]
+search:
+  description: a few Optuna trials
+  variants: [baseline]
+  recipe: tiny
+  overrides: {SHORT % 30}
+  search: {{trials: 3, lr_min: 1.0e-3, lr_max: 3.0e-2, parallel: 1}}
+"""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def place(tmp_path: Path) -> dict[str, str]:
+    sweeps = tmp_path / "sweeps.yaml"
+    sweeps.write_text(SWEEPS)
+    return {"sweeps": str(sweeps), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "work": str(tmp_path / "work"), "tmp": str(tmp_path)}
+
+
+def ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
+               PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def gatelab_args(place: dict[str, str], *args: str) -> list[str]:
+    return [sys.executable, "-m", "gatelab", *args, "--sweeps", place["sweeps"],
+            "--tracking-uri", place["uri"], "--work-dir", place["work"], "--no-progress"]
+
+
+def run_cli(place: dict[str, str], *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(gatelab_args(place, *args), cwd=REPO, env=ray_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(place: dict[str, str], *args: str) -> subprocess.Popen:
+    log = open(Path(place["tmp"]) / "driver.log", "a")  # noqa: SIM115
+    return subprocess.Popen(gatelab_args(place, *args), cwd=REPO, env=ray_env(), stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver, then whatever Ray processes its session left behind."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(2)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def runs_by_hash(uri: str) -> Counter[str]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("gatelab")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return Counter(r.data.tags["gatelab.run_hash"] for r in runs)
+
+
+def statuses(uri: str) -> dict[str, str]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("gatelab")
+    return {r.data.tags["gatelab.run_hash"]: r.data.tags["gatelab.status"]
+            for r in client.search_runs([exp.experiment_id])}
+
+
+def plan_json(place: dict[str, str], name: str) -> dict:
+    result = run_cli(place, "sweep", name, "--dry-run", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_sweep_run_twice_runs_nothing_the_second_time(place: dict[str, str]) -> None:
+    before = plan_json(place, "mini")
+    assert [r["state"] for r in before["runs"]] == ["to run", "to run"]
+    assert before["estimate"]["tokens"] == 2 * 20 * 8 * 64
+    first = run_cli(place, "sweep", "mini")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "2 ran now, 0 already recorded" in first.stdout
+    assert "Open the MLflow UI" in first.stdout
+    second = run_cli(place, "sweep", "mini")
+    assert second.returncode == 0
+    assert "nothing to run" in second.stderr and "0 ran now, 2 already recorded" in second.stdout
+    after = plan_json(place, "mini")
+    assert [r["hash"] for r in after["runs"]] == [r["hash"] for r in before["runs"]]
+    assert [r["state"] for r in after["runs"]] == ["done", "done"]
+    assert set(runs_by_hash(place["uri"]).values()) == {1}
+
+
+def test_a_bad_sweep_is_refused_before_anything_starts(place: dict[str, str]) -> None:
+    Path(place["sweeps"]).write_text("bad:\n  description: d\n  variants: [g1-headwize]\n")
+    result = run_cli(place, "sweep", "bad", timeout=120)
+    assert result.returncode == 2
+    assert "'g1-headwize' is not a known variant (did you mean 'g1-headwise'?)" in result.stderr
+    assert not Path(place["uri"].removeprefix("sqlite:///")).exists()
+
+
+def test_a_driver_killed_mid_sweep_resumes_and_every_run_ends_once(
+        place: dict[str, str]) -> None:
+    driver = start_cli(place, "sweep", "long")
+    checkpoints = Path(place["work"]) / "checkpoints"
+    wait_for(lambda: any(checkpoints.glob("*/last.pt")), 240, "a first checkpoint")
+    kill_session(driver)
+    assert "running" in statuses(place["uri"]).values()
+    result = run_cli(place, "sweep", "long", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = runs_by_hash(place["uri"])
+    assert len(counts) == 3 and set(counts.values()) == {1}
+    assert set(statuses(place["uri"]).values()) == {"finished"}
+
+
+def _train_workers() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::train_task" in line]
+
+
+def test_a_killed_worker_fails_its_run_and_the_others_finish(place: dict[str, str]) -> None:
+    driver = start_cli(place, "sweep", "long")
+    wait_for(lambda: len(_train_workers()) >= 1 and any(
+        v == "running" for v in statuses_or_empty(place["uri"]).values()), 240,
+        "a running train task")
+    victim = _train_workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    assert driver.wait(timeout=600) == 1
+    final = statuses(place["uri"])
+    assert sorted(final.values()) == ["failed", "finished", "finished"]
+    client = MlflowClient(place["uri"])
+    exp = client.get_experiment_by_name("gatelab")
+    failed = [r for r in client.search_runs([exp.experiment_id])
+              if r.data.tags["gatelab.status"] == "failed"]
+    assert "Worker" in failed[0].data.tags["gatelab.failure"] or "died" in failed[0].data.tags[
+        "gatelab.failure"]
+    log = (Path(place["tmp"]) / "driver.log").read_text()
+    assert "failures:" in log
+
+
+def statuses_or_empty(uri: str) -> dict[str, str]:
+    try:
+        return statuses(uri)
+    except Exception:
+        return {}
+
+
+def test_an_interrupted_optuna_search_resumes(place: dict[str, str]) -> None:
+    import optuna
+
+    storage = f"sqlite:///{Path(place['tmp']) / 'optuna.db'}"
+
+    def complete_trials() -> int:
+        try:
+            study = optuna.load_study(study_name="search:baseline:s0", storage=storage)
+        except Exception:
+            return 0
+        return sum(t.state.name == "COMPLETE" for t in study.trials)
+
+    driver = start_cli(place, "sweep", "search")
+    wait_for(lambda: complete_trials() >= 1, 300, "a first complete trial")
+    kill_session(driver)
+    plan = plan_json(place, "search")
+    assert any("trials done" in n for n in plan["notes"])
+    result = run_cli(place, "sweep", "search", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert complete_trials() == 3
+    assert "largest stable lr" in result.stdout
+    assert set(runs_by_hash(place["uri"]).values()) == {1}
+
+
+def test_ray_job_submit_runs_a_sweep_on_a_started_cluster(place: dict[str, str]) -> None:
+    env = ray_env()
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes max).
+    ray_tmp = tempfile.mkdtemp(prefix="gl-ray-", dir="/tmp")
+    start = subprocess.run([ray_bin, "start", "--head", "--port", "6391", "--num-cpus", "2",
+                            "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275",
+                            "--temp-dir", ray_tmp], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    try:
+        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+        assert "127.0.0.1:8275" in listening
+        entry = " ".join(gatelab_args(place, "sweep", "mini")[1:])
+        submit = subprocess.run(
+            [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir",
+             str(REPO), "--", sys.executable, *entry.split()],
+            env=env, capture_output=True, text=True, timeout=400)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "2 ran now" in submit.stdout
+    finally:
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert set(statuses(place["uri"]).values()) == {"finished"}
+    assert len(runs_by_hash(place["uri"])) == 2

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from gatelab.contract import RunStatus, Tag, sweep_tag
+
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "load_runs.json"
 VARIANTS = {"baseline": ("none", "none", "T1-1"), "g1-elementwise": ("G1", "elementwise", "T1-5"),
             "g1-headwise": ("G1", "headwise", "T1-10"), "g2-elementwise": ("G2", "elementwise",
@@ -44,12 +46,15 @@ def run_content(variant: str, lr: float, seed: int, rng: np.random.Generator
     """(tags, params, final metrics) of one synthetic run."""
     position, granularity, row = VARIANTS[variant]
     diverged = lr >= 1e-1 and (variant == "baseline" or rng.random() < 0.3)
-    tags = {"gatelab.variant": variant, "gatelab.run_hash": f"{variant}-{lr}-{seed}",
-            "gatelab.status": "diverged" if diverged else "finished", "gatelab.seed": str(seed),
-            "gatelab.lr": str(lr), "gatelab.size": "tiny", "gatelab.position": position,
-            "gatelab.granularity": granularity, "gatelab.paper_row": row,
-            "gatelab.git_commit": "0" * 40, "gatelab.git_dirty": "false",
-            "gatelab.data": "wiki", "gatelab.sweep.bench": "1"}
+    status = RunStatus.DIVERGED if diverged else RunStatus.FINISHED
+    tags = {Tag.VARIANT: variant, Tag.RUN_HASH: f"{variant}-{lr}-{seed}",
+            Tag.SETTING_HASH: f"tiny-{lr}", Tag.LR_SETTING_HASH: "tiny",
+            Tag.STATUS: status.value, Tag.SEED: str(seed),
+            Tag.LR: str(lr), Tag.SIZE: "tiny", Tag.POSITION: position,
+            Tag.GRANULARITY: granularity, Tag.PAPER_ROW: row,
+            Tag.GIT_COMMIT: "0" * 40, Tag.GIT_DIRTY: "false",
+            Tag.DATA: "wiki", **sweep_tag("bench")}
+    tags = {str(k): v for k, v in tags.items()}
     params = {f"recipe.{k}": v for k, v in {
         "size": "tiny", "steps": "300", "tokens": "None", "batch_size": "16", "seq_len": "128",
         "lr": str(lr), "min_lr_ratio": "0.1", "warmup_steps": "30", "weight_decay": "0.1",

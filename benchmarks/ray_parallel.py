@@ -35,7 +35,9 @@ def main() -> None:
     from gatelab.runners.run.recipe import load_recipe
     from gatelab.runners.run.resources import Resources
     from gatelab.runners.run.train import train
-    from gatelab.runners.sweep.execute import SweepContext, connect_ray, run_sweep
+    from gatelab.runners.sweep.context import SweepContext, connect_ray
+    from gatelab.runners.sweep.driver import plan_sweep, run_plan
+    from gatelab.runners.sweep.spec import get_sweep
 
     cores = os.cpu_count() or 1
     serial_s: dict[int, float] = {}
@@ -56,8 +58,9 @@ def main() -> None:
     connect_ray(None)
     startup_s = time.perf_counter() - start
     ctx = SweepContext(tracking_uri=f"sqlite:///{work}/ray.db", work_dir=work / "ray",
-                       progress=False, sweeps_file=sweeps)
-    run_sweep("bench", ctx)
+                       sweeps_file=sweeps)
+    plan, numerics = plan_sweep("bench", ctx)
+    run_plan("bench", get_sweep("bench", sweeps), ctx, plan, numerics)
     ray_s = time.perf_counter() - start
     report = {"runs": args.runs, "steps": args.steps, "cores": cores,
               "serial_1_thread_s": serial_s[1], f"serial_{cores}_threads_s": serial_s[cores],

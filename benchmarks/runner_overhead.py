@@ -20,11 +20,13 @@ from typing import Any
 
 import torch
 
+from gatelab.model.build import build_model
 from gatelab.registry.loader import load_all, load_variant
-from gatelab.runners.data.tokens import DataConfig, prepare_data, sample_batch
+from gatelab.runners.data.batches import sample_batch
+from gatelab.runners.data.tokens import DataConfig, prepare_data
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.train import build_for_data, lm_loss, make_optimizer, train
+from gatelab.runners.run.train import lm_loss, make_optimizer, train
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "runner_overhead.json"
 
@@ -36,7 +38,7 @@ class Stepper:
 
     def __init__(self, variant: str, recipe, data, steps: int) -> None:
         torch.manual_seed(0)
-        self.model = build_for_data(load_variant(variant), recipe, data.vocab_size, "auto")
+        self.model = build_model(load_variant(variant), recipe.size, vocab_size=data.vocab_size)
         self.opt = make_optimizer(self.model, recipe)
         self.clip = recipe.grad_clip
         gen = torch.Generator().manual_seed(0)

@@ -12,7 +12,13 @@ from typing import Any
 import polars as pl
 
 from gatelab.contract import IN_SWEEP, SWEEP_TAG_PREFIX, TAG_PREFIX, Tag
-from gatelab.dashboards.store import HISTORY_SCHEMA, KV_SCHEMA, METRIC_SCHEMA, RUNS_SCHEMA, RawRuns
+from gatelab.dashboards.raw_runs import (
+    HISTORY_SCHEMA,
+    KV_SCHEMA,
+    METRIC_SCHEMA,
+    RUNS_SCHEMA,
+    RawRuns,
+)
 
 _PAGE = 1000
 

@@ -20,7 +20,8 @@ from gatelab.dashboards.columns import (
     DType,
     empty_frame,
 )
-from gatelab.dashboards.store import Backend, RawRuns, open_store
+from gatelab.dashboards.raw_runs import RawRuns
+from gatelab.dashboards.store import Backend, open_store
 
 
 def load_frame(tracking_uri: str | None = None, experiment: str | None = "gatelab",

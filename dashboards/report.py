@@ -10,7 +10,6 @@ the folder to MLflow.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -20,48 +19,8 @@ from gatelab.dashboards.columns import DONE_STATUSES
 from gatelab.dashboards.compare import finished
 from gatelab.dashboards.render import markdown_table
 from gatelab.dashboards.report_html import render_html
+from gatelab.dashboards.report_parts import Plot, Report, Table
 from gatelab.dashboards.runs import Runs
-
-
-@dataclass(frozen=True)
-class Table:
-    key: str
-    title: str
-    description: str
-    frame: pl.DataFrame
-
-
-@dataclass(frozen=True)
-class Plot:
-    key: str
-    title: str
-    description: str
-    path: Path
-
-
-@dataclass(frozen=True)
-class Report:
-    """What a report holds and where its files are."""
-
-    title: str
-    meta: dict[str, str]
-    tables: list[Table]
-    plots: list[Plot]
-    notes: list[str]
-    out: Path
-    n_runs: int
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def html_path(self) -> Path:
-        return self.out / "report.html"
-
-    @property
-    def markdown_path(self) -> Path:
-        return self.out / "report.md"
-
-    def table(self, key: str) -> pl.DataFrame:
-        return next(t.frame for t in self.tables if t.key == key)
 
 
 def build_tables(runs: Runs) -> list[Table]:

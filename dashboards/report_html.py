@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import TYPE_CHECKING
 
 from gatelab.dashboards.render import html_table
-
-if TYPE_CHECKING:
-    from gatelab.dashboards.report import Report
+from gatelab.dashboards.report_parts import Report
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;

@@ -18,7 +18,8 @@ from gatelab.dashboards import tables
 from gatelab.dashboards.artifacts import RunArrays, read_arrays
 from gatelab.dashboards.columns import FINISHED
 from gatelab.dashboards.load import to_frame
-from gatelab.dashboards.store import Backend, RunStore, open_store
+from gatelab.dashboards.raw_runs import RunStore
+from gatelab.dashboards.store import Backend, open_store
 from gatelab.dashboards.verdicts import untested, verdicts
 
 

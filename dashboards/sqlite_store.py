@@ -22,7 +22,7 @@ import polars as pl
 
 from gatelab.contract import IN_SWEEP, SWEEP_TAG_PREFIX, Tag
 from gatelab.dashboards.columns import DType
-from gatelab.dashboards.store import (
+from gatelab.dashboards.raw_runs import (
     HISTORY_SCHEMA,
     KV_SCHEMA,
     METRIC_SCHEMA,

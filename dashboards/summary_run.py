@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from gatelab.contract import Tag, sweep_tag
-from gatelab.dashboards.report import Report
+from gatelab.dashboards.report_parts import Report
 
 
 def summary_tags(sweep: str, n_runs: int) -> dict[str, str]:

@@ -9,9 +9,11 @@ the numerics (device type, precision, attention kernel family), plus the seed. N
 variant, recipe or size preset), file paths, evaluation and checkpoint cadence, ``compile``,
 resources and logging are never part of it.
 
-Three hashes come out: the run's (``run_hash``), the setting's (without the seed: the seeds of
-one setting share it) and the LR setting's (without seed and peak LR: one LR grid). Dashboards
-group runs by the tags that carry them and never rebuild an identity of their own.
+Three hashes come out: the run's (``run_hash``); the setting's, the conditions a comparison of
+variants shares (the size's backbone before the variant changes it, the training, the data and
+the numerics: no seed, no architecture), so the seeds of a variant are its runs with one
+setting hash; and the LR setting's (the setting without the peak LR: the points of an LR grid).
+Dashboards group runs by the tags that carry them and never rebuild an identity of their own.
 """
 
 from __future__ import annotations
@@ -37,18 +39,20 @@ def content_hash(data: object, length: int = 16) -> str:
 class RunIdentity:
     run_hash: str
     setting_hash: str
-    """Without the seed."""
+    """The size, training, data and numerics: no architecture, no seed."""
     lr_setting_hash: str
-    """Without the seed and ``training.lr``."""
+    """The setting without ``training.lr``."""
     document: dict[str, Any]
     """What ``run_hash`` hashes: recorded with the run (``identity.json``)."""
 
 
-def run_identity(*, architecture: Mapping[str, Any], training: Mapping[str, Any],
-                 data: Mapping[str, Any], numerics: Mapping[str, Any], seed: int
-                 ) -> RunIdentity:
-    """The identity of a run from its resolved parts (plain JSON-ready data). ``training``
-    holds the peak learning rate as ``lr``."""
+def run_identity(*, architecture: Mapping[str, Any], size: Mapping[str, Any],
+                 training: Mapping[str, Any], data: Mapping[str, Any],
+                 numerics: Mapping[str, Any], seed: int) -> RunIdentity:
+    """The identity of a run from its resolved parts (plain JSON-ready data): ``architecture``
+    is what the model is built from (the resolved backbone included), ``size`` the size's
+    backbone before the variant changes it (for the setting hashes only). ``training`` holds
+    the peak learning rate as ``lr``."""
     if "lr" not in training:
         raise ValueError("training must hold the peak learning rate as 'lr'")
     document: dict[str, Any] = {
@@ -56,7 +60,8 @@ def run_identity(*, architecture: Mapping[str, Any], training: Mapping[str, Any]
         "training": dict(training), "data": dict(data), "numerics": dict(numerics),
         "seed": seed,
     }
-    setting = {k: v for k, v in document.items() if k != "seed"}
+    setting = {"version": IDENTITY_VERSION, "size": dict(size), "training": dict(training),
+               "data": dict(data), "numerics": dict(numerics)}
     lr_setting = {**setting, "training": {k: v for k, v in training.items() if k != "lr"}}
     return RunIdentity(content_hash(document), content_hash(setting), content_hash(lr_setting),
                        document)

@@ -10,7 +10,6 @@ and the tokenizer (not the path), and the numerics.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from gatelab.identity import RunIdentity, run_identity
 from gatelab.model.build import resolve_backbone
 from gatelab.registry.backbone import Backbone
+from gatelab.registry.resolve import size_backbone
 from gatelab.registry.schema import VariantSpec, to_plain
 from gatelab.runners.data.corpus import Source, locate_source
 from gatelab.runners.data.tokens import DataConfig
@@ -71,21 +71,28 @@ def resolve_setting(spec: VariantSpec, recipe: Recipe, numerics: Numerics,
                     size: str | Backbone | None = None) -> RunSetting:
     """Everything a run is, and its identity. ``size`` replaces the recipe's size preset (a
     name or a backbone of one's own, as the sink probe uses)."""
-    backbone = resolve_backbone(spec, recipe.size if size is None else size)
+    size = recipe.size if size is None else size
+    backbone = resolve_backbone(spec, size)
     source = _located(recipe.data.source, recipe.data.text_column)
     config = DataConfig(tokenizer=recipe.data.tokenizer, vocab_size=recipe.data.vocab_size)
-    backbone_fields = to_plain(dataclasses.replace(backbone, vocab_size=0))
-    assert isinstance(backbone_fields, dict)
-    del backbone_fields["vocab_size"]  # the tokenizer decides it (data part)
     plain = to_plain(spec.architecture)
     assert isinstance(plain, dict)
     identity = run_identity(
-        architecture={"backbone": backbone_fields, **{k: plain[k] for k in ARCHITECTURE_KEYS}},
+        architecture={"backbone": _without_vocab(backbone),
+                      **{k: plain[k] for k in ARCHITECTURE_KEYS}},
+        size=_without_vocab(size_backbone(size)),
         training=training_fields(recipe),
         data={"corpus": source.key, "tokenizer": config.tokenizer_key,
               "window_start": recipe.data.window_start.value},
         numerics=numerics.as_dict(), seed=recipe.seed)
     return RunSetting(spec, recipe, backbone, source, numerics, identity)
+
+
+def _without_vocab(backbone: Backbone) -> dict[str, Any]:
+    """A backbone's fields but its vocabulary size, which the tokenizer decides (data part)."""
+    fields = to_plain(backbone)
+    assert isinstance(fields, dict)
+    return {k: v for k, v in fields.items() if k != "vocab_size"}
 
 
 def _located(source: str, text_column: str) -> Source:

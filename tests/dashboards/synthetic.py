@@ -14,8 +14,9 @@ from typing import Any
 
 import polars as pl
 
+from gatelab.contract import Tag, sweep_tag
 from gatelab.dashboards.load import to_frame
-from gatelab.dashboards.store import KV_SCHEMA, METRIC_SCHEMA, RUNS_SCHEMA, RawRuns
+from gatelab.dashboards.raw_runs import KV_SCHEMA, METRIC_SCHEMA, RUNS_SCHEMA, RawRuns
 
 GATES = {"baseline": ("none", "none", "T1-1"), "g1-elementwise": ("G1", "elementwise", "T1-5"),
          "g1-headwise": ("G1", "headwise", "T1-10"), "g2-elementwise": ("G2", "elementwise",
@@ -37,23 +38,39 @@ class FakeRun:
     sweeps: tuple[str, ...] = ("t",)
     metrics: dict[str, float] = field(default_factory=dict)
     start_ms: int = 0
+    corpus: str = "wiki"
+    """Stands for everything the setting hash covers that the params do not show."""
+    legacy: bool = False
+    """Recorded by code older than the setting-hash tags."""
 
     @property
     def run_hash(self) -> str:
-        text = f"{self.variant}|{self.seed}|{self.lr}|{self.steps}"
+        text = f"{self.variant}|{self.seed}|{self.lr}|{self.steps}|{self.corpus}|{self.legacy}"
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    @property
+    def setting_hash(self) -> str:
+        """What the runner tags: the same for every variant and seed of one setting."""
+        return hashlib.sha1(f"tiny|{self.corpus}|{self.steps}|{self.lr}".encode()).hexdigest()[:16]
+
+    @property
+    def lr_setting_hash(self) -> str:
+        return hashlib.sha1(f"tiny|{self.corpus}|{self.steps}".encode()).hexdigest()[:16]
 
     def tags(self) -> dict[str, str]:
         position, granularity, row = GATES[self.variant]
-        tags = {"gatelab.variant": self.variant, "gatelab.run_hash": self.run_hash,
-                "gatelab.status": self.status, "gatelab.seed": str(self.seed),
-                "gatelab.lr": str(self.lr), "gatelab.size": "tiny",
-                "gatelab.position": position, "gatelab.granularity": granularity,
-                "gatelab.paper_row": row, "gatelab.git_commit": "abc123",
-                **{f"gatelab.sweep.{s}": "1" for s in self.sweeps}}
+        tags = {Tag.VARIANT: self.variant, Tag.RUN_HASH: self.run_hash,
+                Tag.SETTING_HASH: self.setting_hash, Tag.LR_SETTING_HASH: self.lr_setting_hash,
+                Tag.STATUS: self.status, Tag.SEED: str(self.seed),
+                Tag.LR: str(self.lr), Tag.SIZE: "tiny",
+                Tag.POSITION: position, Tag.GRANULARITY: granularity,
+                Tag.PAPER_ROW: row, Tag.GIT_COMMIT: "abc123",
+                **{k: v for s in self.sweeps for k, v in sweep_tag(s).items()}}
         if self.status == "diverged":
-            tags["gatelab.diverged_step"] = "7"
-        return tags
+            tags[Tag.DIVERGED_STEP] = "7"
+        if self.legacy:
+            del tags[Tag.SETTING_HASH], tags[Tag.LR_SETTING_HASH]
+        return {str(k): v for k, v in tags.items()}
 
     def params(self) -> dict[str, str]:
         position, granularity, _ = GATES[self.variant]

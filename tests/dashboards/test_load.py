@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from synthetic import Store
+from synthetic import FakeRun, Store, frame
 
 from gatelab import dashboards
+from gatelab.contract import sqlite_path
 from gatelab.dashboards.columns import FINAL_METRICS
-from gatelab.dashboards.store import sqlite_path
 
 
 def test_one_row_per_training_run_of_the_sweep(store: Store) -> None:
@@ -106,3 +106,17 @@ def test_missing_store_and_uri_parsing(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
     assert sqlite_path("sqlite:///rel/x.db") == Path("rel/x.db")
     assert sqlite_path("http://127.0.0.1:5000") is None
+
+
+def test_runs_are_grouped_by_the_runners_setting_tags() -> None:
+    """Same recipe params, another corpus: the runner's setting hash keeps them apart, where a
+    grouping rebuilt from params would pool them; a run recorded before the tags is alone."""
+    runs = frame([FakeRun("baseline", 0), FakeRun("baseline", 1), FakeRun("g1-elementwise", 0),
+                  FakeRun("baseline", 2, corpus="other"), FakeRun("baseline", 3, legacy=True)])
+    by_seed = {row["seed"]: row for row in runs.iter_rows(named=True)}
+    assert by_seed[0]["setting_id"] == by_seed[1]["setting_id"]  # the seeds of one setting
+    gated = runs.filter(pl.col("variant") == "g1-elementwise").row(0, named=True)
+    assert gated["setting_id"] == by_seed[0]["setting_id"]  # variants are compared within it
+    assert by_seed[2]["setting_id"] != by_seed[0]["setting_id"]
+    assert by_seed[3]["setting_id"] == by_seed[3]["run_hash"]  # never pooled with others
+    assert runs["setting"].n_unique() == 3

@@ -1,4 +1,5 @@
-"""The sink probe (experiments/sink_probe.py) trains, measures and writes its records."""
+"""The sink probe (experiments/sink_probe.py) trains through the runner's per-evaluation hook,
+measures and writes its records."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,7 +18,8 @@ def test_sink_probe_writes_per_layer_attention_shares(tmp_path: Path) -> None:
     cmd = [sys.executable, "experiments/sink_probe.py", "--out", str(out), "--steps", "6",
            "--every", "3", "--layers", "2", "--d-model", "32", "--heads", "2", "--kv-heads", "1",
            "--head-dim", "16", "--ffn", "64", "--seq-len", "32", "--batch", "4",
-           "--warmup", "2", "--device", "cpu"]
+           "--warmup", "2", "--device", "cpu", "--tracking-uri",
+           f"sqlite:///{tmp_path / 'mlflow.db'}", "--work-dir", str(tmp_path / "work")]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     header, *records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -28,3 +32,7 @@ def test_sink_probe_writes_per_layer_attention_shares(tmp_path: Path) -> None:
             # document windows open on the end-of-text token, so key 0 is one of the EOT keys
             assert eot >= f - 1e-3
         assert r["val"] > 0 and r["train"] > 0
+    runs = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name(
+            "sink-probe").experiment_id])
+    assert [r.data.tags["gatelab.status"] for r in runs] == ["finished"]

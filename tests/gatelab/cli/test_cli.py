@@ -56,3 +56,36 @@ def test_validate_exit_codes(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}: gate.granularity: 'headwise' is not allowed" in result.stderr
     assert "1 of 2 spec files are invalid" in result.stderr
+
+
+def test_the_old_preset_flag_names_its_replacement() -> None:
+    shown = run("show", "g1-headwise", "--preset", "tiny")
+    assert shown.returncode == 2 and "--preset was renamed: use --size SIZE" in shown.stderr
+    trained = run("train", "baseline", "--preset", "tiny")
+    assert trained.returncode == 2 and "use --recipe NAME" in trained.stderr
+    sized = run("show", "g1-headwise", "--size", "sink-cpu")
+    assert sized.returncode == 0 and "qk_norm: false" in sized.stdout
+
+
+def test_closed_choices_are_checked_with_the_allowed_values() -> None:
+    backend = run("train", "baseline", "--backend", "fast")
+    assert backend.returncode == 2
+    assert "choose from 'auto', 'sdpa', 'flash', 'explicit'" in backend.stderr
+    tokenizer = run("train", "baseline", "--set", "data.tokenizer=words")
+    assert tokenizer.returncode == 2
+    assert "data.tokenizer: 'words' is not allowed; allowed: bpe, bytes" in tokenizer.stderr
+
+
+def test_a_users_own_ablations_folder_is_searched_first(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "my-gate.yaml").write_text(
+        "base: g1-elementwise\ndescription: mine\nhypothesis: h\ngate: {activation: silu}\n")
+    listed = run("list", "--json", "--ablations", str(mine))
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["id"]: r for r in json.loads(listed.stdout)}
+    assert rows["my-gate"]["activation"] == "silu" and "baseline" in rows
+    away = subprocess.run([*GATELAB, "list", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # not the repository: the shipped specs
+    assert away.returncode == 0 and "my-gate" not in away.stdout
+    assert len(json.loads(away.stdout)) == len(list((REPO / "ablations").glob("*.yaml")))

@@ -68,20 +68,25 @@ def test_the_corpus_is_hashed_by_its_content_not_its_path(tmp_path: Path) -> Non
     assert _hash(**{"data.source": str(two)}) != first
 
 
-def test_setting_hashes_leave_out_the_seed_and_then_the_lr() -> None:
+def test_setting_hashes_leave_out_seed_and_variant_and_then_the_lr() -> None:
     spec = load_variant("baseline")
     a = resolve_setting(spec, load_recipe("tiny", {"seed": 0}), CPU).identity
     b = resolve_setting(spec, load_recipe("tiny", {"seed": 1}), CPU).identity
     c = resolve_setting(spec, load_recipe("tiny", {"seed": 1, "lr": 1e-3}), CPU).identity
+    gated = resolve_setting(load_variant("g1-elementwise-matched"), load_recipe("tiny"),
+                            CPU).identity
     assert a.run_hash != b.run_hash and a.setting_hash == b.setting_hash
     assert c.setting_hash != b.setting_hash and c.lr_setting_hash == b.lr_setting_hash
+    assert gated.run_hash != a.run_hash and gated.setting_hash == a.setting_hash
+    other_size = resolve_setting(spec, load_recipe("tiny", {"size": "sink-cpu"}), CPU).identity
+    assert other_size.setting_hash != a.setting_hash
     assert a.document["version"] == IDENTITY_VERSION
     assert "tiny" not in str(a.document)  # no preset name anywhere in what is hashed
 
 
 def test_run_identity_needs_the_lr() -> None:
     with pytest.raises(ValueError, match="'lr'"):
-        run_identity(architecture={}, training={}, data={}, numerics={}, seed=0)
+        run_identity(architecture={}, size={}, training={}, data={}, numerics={}, seed=0)
 
 
 def test_cuda_on_a_machine_without_it_says_what_to_do() -> None:

@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 from gatelab.registry.loader import load_variant
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.tracking import TrackingError
 from gatelab.runners.run.setting import resolve_setting
+from gatelab.runners.run.tracking import TrackingError
 from gatelab.runners.run.train import Progress, train
 
 REPO = Path(__file__).resolve().parents[3]

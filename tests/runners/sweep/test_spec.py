@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gatelab.registry.errors import SpecError
+from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.sweep.plan import expand, make_plan
 from gatelab.runners.sweep.spec import get_sweep, load_sweeps, selected_variants
 
@@ -25,7 +26,7 @@ def test_every_run_of_every_sweep_has_a_distinct_hash() -> None:
     for name, sweep in load_sweeps().items():
         if sweep.search is not None:
             continue
-        plan = make_plan(expand(sweep), {})
+        plan = make_plan(expand(sweep), {}, resolve_numerics("cpu"))
         assert len({p.run_hash for p in plan}) == len(plan), name
         assert all(p.state == "to run" for p in plan)
 

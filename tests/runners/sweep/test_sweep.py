@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from gatelab.contract import LEFT_SWEEP, SWEEP_TAG_PREFIX, Tag
+
 REPO = Path(__file__).resolve().parents[3]
 SHORT = ("{steps: %d, eval_every: 10, checkpoint_every: 10, warmup_steps: 3, batch_size: 8, "
          "seq_len: 64, eval_batches: 2, measure_batches: 1}")
@@ -117,7 +119,8 @@ def plan_json(place: dict[str, str], name: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_a_sweep_run_twice_runs_nothing_the_second_time(place: dict[str, str]) -> None:
+def test_a_sweep_run_twice_runs_nothing_the_second_time_and_an_old_identity_is_stale(
+        place: dict[str, str]) -> None:
     before = plan_json(place, "mini")
     assert [r["state"] for r in before["runs"]] == ["to run", "to run"]
     assert before["estimate"]["tokens"] == 2 * 20 * 8 * 64
@@ -132,6 +135,26 @@ def test_a_sweep_run_twice_runs_nothing_the_second_time(place: dict[str, str]) -
     assert [r["hash"] for r in after["runs"]] == [r["hash"] for r in before["runs"]]
     assert [r["state"] for r in after["runs"]] == ["done", "done"]
     assert set(runs_by_hash(place["uri"]).values()) == {1}
+
+    # A store written by older code: the baseline's run recorded under another identity.
+    client = MlflowClient(place["uri"])
+    old = client.search_runs([client.get_experiment_by_name("gatelab").experiment_id],
+                             f"tags.`{Tag.VARIANT}` = 'baseline'")[0]
+    client.set_tag(old.info.run_id, Tag.RUN_HASH, "0123456789abcdef")
+    stale = plan_json(place, "mini")
+    assert [r["state"] for r in stale["runs"]] == ["stale", "done"]
+    assert stale["runs"][0]["stale_run_id"] == old.info.run_id
+    text = run_cli(place, "sweep", "mini", "--dry-run", timeout=120).stdout
+    assert "1 done, 1 stale" in text and "identity that no longer matches" in text
+    third = run_cli(place, "sweep", "mini")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "1 ran now, 1 already recorded" in third.stdout
+    assert client.get_run(old.info.run_id).data.tags[f"{SWEEP_TAG_PREFIX}mini"] == LEFT_SWEEP
+    from gatelab import dashboards
+
+    loaded = dashboards.load("mini", tracking_uri=place["uri"]).frame
+    assert old.info.run_id not in loaded["run_id"].to_list() and loaded.height == 2
+    assert [r["state"] for r in plan_json(place, "mini")["runs"]] == ["done", "done"]
 
 
 def test_a_bad_sweep_is_refused_before_anything_starts(place: dict[str, str]) -> None:

@@ -9,10 +9,10 @@ In a notebook::
     runs.long_context(); runs.verdicts(); runs.history("val_loss")
 
 ``gatelab report NAME`` writes all of it (Markdown, CSV, PNG, one self-contained HTML file) and
-``gatelab ui`` opens the MLflow UI. This package reads specs from ``registry`` (they are data)
-and never imports the training code (``model``, ``gatelab.runners.run.train``); where a tracking URI
-points and which file a SQLite store is come from ``runners/tracking.py``, the module that
-writes the runs.
+``gatelab ui`` opens the MLflow UI. This package reads specs from ``gatelab.registry`` (they
+are data) and never imports the training code (``gatelab.model``, ``gatelab.runners``) or
+torch; tag names, statuses and where a tracking URI points come from ``gatelab.contract``,
+which the runners that write the runs import too.
 """
 
 from gatelab.dashboards.runs import Runs, load

@@ -1,9 +1,9 @@
 """Per-run arrays the metrics cannot hold: the ``internals.npz`` artifact a finished run logs
-(``runners/train.py``): gate-score histograms per layer and attention maps of a few heads.
+(``gatelab.runners.run.train``): gate-score histograms per layer and attention maps of a few heads.
 
 Read through ``MlflowClient.download_artifacts``, so any tracking store works; a run recorded
 before the artifact existed (or a diverged run, which has no final measurements) has none and is
-left out. The arrays are described in ``runners/measurements.py`` (``Internals.arrays``).
+left out. The arrays are described in ``gatelab.runners.run.measurements`` (``Internals.arrays``).
 """
 
 from __future__ import annotations

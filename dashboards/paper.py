@@ -1,7 +1,7 @@
 """The paper's reported numbers per variant, as a frame to put beside ours.
 
 They come from the specs (``ablations/*.yaml``, ``paper:`` entries; loaded through
-``registry.loader``, which is data, not training code). Perplexities are the 15A2B MoE
+``gatelab.registry.loader``, which is data, not training code). Perplexities are the 15A2B MoE
 setting's (Tables 1, 3, 4 and 6 share one baseline, 6.026); Table 2's dense rows have other
 baselines and are left out of these columns. A variant with no paper row has nulls.
 """

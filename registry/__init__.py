@@ -1,5 +1,4 @@
-"""The variant registry: the spec schema, loading and validation, presets, counts and hashes.
-
-Import the submodules directly (``registry.loader``, ``registry.params``, ...); this package
-file imports nothing so that ``model`` and ``registry`` can use each other's types.
-"""
+"""The variant registry, data only: the spec schema, loading and validation, size presets, the
+capacity rules and spec hashes. It imports neither torch nor the model: parameter counts come
+from built modules, in ``gatelab.model.build``. Import the submodules directly
+(``gatelab.registry.loader``, ...)."""

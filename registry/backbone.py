@@ -2,7 +2,7 @@
 
 A ``Backbone`` is what a size preset names (``registry/presets.py``). A variant spec never
 edits it directly; its ``capacity`` and ``param_match`` fields are applied by
-``registry/resolve.py`` to give the backbone a model is built from.
+``gatelab.model.build.resolve_backbone`` to give the backbone a model is built from.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cross-field rules: combinations of legal values that a spec still may not write.
 
 Each rule looks at a whole spec and returns the problems it finds; ``check`` runs them all.
-Rules that depend on a size (head counts, MoE) live in ``registry/resolve.py``.
+Rules that depend on a size (head counts, MoE) live in ``resolve.py``.
 """
 
 from __future__ import annotations

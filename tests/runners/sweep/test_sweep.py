@@ -249,9 +249,10 @@ def test_ray_job_submit_runs_a_sweep_on_a_started_cluster(place: dict[str, str])
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
         assert "127.0.0.1:8275" in listening
         entry = " ".join(gatelab_args(place, "sweep", "mini")[1:])
+        # The job runs the installed gatelab: no copy of the repository is needed.
         submit = subprocess.run(
-            [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir",
-             str(REPO), "--", sys.executable, *entry.split()],
+            [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8275", "--",
+             sys.executable, *entry.split()],
             env=env, capture_output=True, text=True, timeout=400)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "2 ran now" in submit.stdout

@@ -50,7 +50,7 @@ def main() -> None:
                                           "checkpoint_every": 50, "seed": seed})
             train(load_variant("baseline"), recipe,
                   Resources(threads=threads, tracking_uri=f"sqlite:///{place}.db",
-                            work_dir=place, progress=False))
+                            work_dir=place))
         serial_s[threads] = time.perf_counter() - start
     prepare_data(DataConfig(cache_dir=str(work / "ray" / "cache")))
 

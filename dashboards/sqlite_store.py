@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from gatelab.contract import IN_SWEEP, SWEEP_TAG_PREFIX, Tag
+from gatelab.contract import IN_SWEEP, SWEEP_TAG_PREFIX, TAG_PREFIX, Tag
 from gatelab.dashboards.columns import DType
 from gatelab.dashboards.raw_runs import (
     HISTORY_SCHEMA,
@@ -97,7 +97,7 @@ def _read_runs(conn: sqlite3.Connection, experiment: str | None, sweep: str | No
     runs = query("SELECT run_uuid, name, experiment, status, start_time, end_time FROM sel",
                  RUNS_SCHEMA)
     tags = query("SELECT t.run_uuid, t.key, t.value FROM tags t JOIN sel USING (run_uuid) "
-                 "WHERE t.key LIKE 'gatelab.%'", KV_SCHEMA)
+                 f"WHERE t.key LIKE '{TAG_PREFIX}%'", KV_SCHEMA)
     params = query("SELECT p.run_uuid, p.key, p.value FROM params p JOIN sel USING (run_uuid)",
                    KV_SCHEMA)
     metrics = query("SELECT m.run_uuid, m.key, CASE WHEN m.is_nan THEN NULL ELSE m.value END "

@@ -107,8 +107,7 @@ def run(args: argparse.Namespace) -> None:
         "data.window_start": args.windows})
     resources = Resources(device=args.device, precision="fp32",  # type: ignore[arg-type]
                           threads=args.threads, tracking_uri=args.tracking_uri,
-                          experiment="sink-probe", work_dir=Path(args.work_dir),
-                          progress=False)
+                          experiment="sink-probe", work_dir=Path(args.work_dir))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as out:
         header_written = False

@@ -77,6 +77,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gatelab.cli.live_view import TrainBar
     from gatelab.cli.train_summary import format_summary
     from gatelab.registry.loader import load_variant
     from gatelab.runners.run.recipe import load_recipe
@@ -95,10 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, overrides)
     resources = Resources(device=args.device, precision=args.precision, backend=args.backend,
                           threads=args.threads, tracking_uri=args.tracking_uri,
-                          experiment=args.experiment, work_dir=Path(args.work_dir),
-                          progress=not args.no_progress)
+                          experiment=args.experiment, work_dir=Path(args.work_dir))
     resources.numerics()  # an impossible device or kernel fails before anything starts
-    result = train(spec, recipe, resources)
+    with TrainBar(spec.id, enabled=not args.no_progress) as bar:
+        result = train(spec, recipe, resources, on_progress=bar.update)
     print(format_summary(spec.id, result))
     return 0 if result.status in DONE_STATUSES else 1
 

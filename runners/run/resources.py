@@ -30,8 +30,6 @@ class Resources:
     experiment: str = "gatelab"
     work_dir: Path = Path(".gatelab")
     """Checkpoints (``work_dir/checkpoints/<run hash>``) and the token cache live here."""
-    progress: bool = True
-    """Show a progress bar on stderr."""
 
     def numerics(self) -> Numerics:
         return resolve_numerics(self.device, self.precision, self.backend)

@@ -10,7 +10,6 @@ the model and the fixed validation batches, for measurements of one's own (the s
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -287,7 +286,6 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
     val_batches = eval_batches(data.val, r.batch_size, r.seq_len, r.eval_batches, loop.eot_id)
     measure = [x.to(device) for x, _ in
                eval_batches(data.val, r.batch_size, r.seq_len, r.measure_batches, loop.eot_id)]
-    bar = _progress_bar(loop, total)
     divergence: str | None = None
     while loop.step < total and divergence is None:
         t0 = time.perf_counter()
@@ -300,9 +298,6 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
             tracker.metric("loss_spike", loss, step)
         assert loop.first_loss is not None
         divergence = diverged(loss, step, r.warmup_steps, loop.first_loss, r.divergence_margin)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
         if on_progress is not None:
             on_progress(Progress(step, total, loss, tokens_per_s))
         if divergence is None and (step % r.eval_every == 0 or step == total):
@@ -317,9 +312,6 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
         if divergence is None and step % r.checkpoint_every == 0 and step < total:
             save_checkpoint(ckpt_path, loop.state(tracker.run_id))
             tracker.flush()
-    if bar is not None:
-        bar.close()
-
     summary = _final_measurements(loop, tracker, divergence, measure)
     status = RunStatus.DIVERGED if divergence else RunStatus.FINISHED
     if divergence:
@@ -375,13 +367,3 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
     metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
     tracker.metrics(metrics, step)
     return summary
-
-
-def _progress_bar(loop: _Loop, total: int) -> Any:
-    if not loop.resources.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=loop.step, desc=loop.spec.id, unit="step",
-                dynamic_ncols=True, leave=True,
-                mininterval=0.2 if sys.stderr.isatty() else 30.0)

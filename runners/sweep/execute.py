@@ -48,7 +48,7 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
                               precision=numerics.precision.value,  # type: ignore[arg-type]
                               backend=numerics.kernel.value,  # type: ignore[arg-type]
                               threads=threads, tracking_uri=ctx.uri, experiment=ctx.experiment,
-                              work_dir=ctx.work_dir, progress=False)
+                              work_dir=ctx.work_dir)
         ref = train_task.options(**options).remote(  # type: ignore[attr-defined]
             p.spec, p.recipe, resources, board, p.run_hash, sweep_tag(name))
         refs[ref] = p

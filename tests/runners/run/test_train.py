@@ -27,7 +27,7 @@ SHORT = {"steps": 40, "eval_every": 20, "checkpoint_every": 10, "warmup_steps": 
 
 def resources(tmp: Path, name: str = "run") -> Resources:
     return Resources(threads=1, tracking_uri=f"sqlite:///{tmp / name}.db",
-                     work_dir=tmp / name, progress=False, experiment="test")
+                     work_dir=tmp / name, experiment="test")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""The ``gatelab`` command line: parsing, and every table and message it prints."""

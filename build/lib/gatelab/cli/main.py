@@ -1,0 +1,316 @@
+"""The ``gatelab`` command: one subcommand per user task, each a thin call into a package;
+every table and message it prints is formatted here, in ``gatelab.cli``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from gatelab.cli.format import human_count, table
+from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN, RunStatus
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from gatelab.cli.variants import variant_row
+    from gatelab.registry.loader import load_all
+
+    rows = [variant_row(spec) for spec in load_all()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ("id", "pos", "granularity", "sharing", "combine", "activation", "input",
+               "paper", "+params paper", "+params tiny")
+    print(table(headers, [
+        (r["id"], r["position"] or ("ctl:" + r["sdpa_control"] if r["sdpa_control"] else None),
+         r["granularity"], r["sharing"], r["combine"], r["activation"], r["input"],
+         r["paper_row"], human_count(r["added_params_paper"]),
+         human_count(r["added_params_tiny"]) + ("" if r["tiny_preset"] == "tiny"
+                                                else f" ({r['tiny_preset']})"))
+        for r in rows
+    ]))
+    print(f"\n{len(rows)} variants. +params paper: at the paper's 15A2B shape "
+          "(24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128); counted from built modules.")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from gatelab.model.build import added_params, count_params, resolve_backbone
+    from gatelab.registry.hashing import spec_hash
+    from gatelab.registry.loader import load_variant
+    from gatelab.registry.schema import to_plain
+
+    spec = load_variant(args.variant)
+    print(OmegaConf.to_yaml(to_plain(spec)).rstrip())
+    backbone = resolve_backbone(spec, args.size)
+    print(f"# spec hash: {spec_hash(spec)}")
+    print(f"# backbone at {args.size}:")
+    print("\n".join(f"#   {line}" for line in
+                    OmegaConf.to_yaml(to_plain(backbone)).splitlines()))
+    print(f"# parameters at {args.size}: {count_params(spec, args.size):,} "
+          f"({added_params(spec, args.size):+,} against the baseline)")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gatelab.registry.errors import SpecError
+    from gatelab.registry.hashing import spec_hash
+    from gatelab.registry.loader import load_spec
+
+    bad = 0
+    for path in args.files:
+        try:
+            spec = load_spec(Path(path))
+        except SpecError as err:
+            bad += 1
+            print(err, file=sys.stderr)
+        else:
+            print(f"ok       {path}  (id {spec.id}, hash {spec_hash(spec)})")
+    if bad:
+        print(f"{bad} of {len(args.files)} spec files are invalid", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gatelab.cli.live_view import TrainBar
+    from gatelab.cli.train_summary import format_summary
+    from gatelab.registry.loader import load_variant
+    from gatelab.runners.run.recipe import load_recipe
+    from gatelab.runners.run.resources import Resources
+    from gatelab.runners.run.train import train
+
+    overrides: dict[str, object] = {}
+    for key in ("steps", "lr", "seed", "batch_size", "seq_len", "size", "tokens"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = _parse_value(value)
+    spec = load_variant(args.variant)
+    recipe = load_recipe(args.recipe, overrides)
+    resources = Resources(device=args.device, precision=args.precision, backend=args.backend,
+                          threads=args.threads, tracking_uri=args.tracking_uri,
+                          experiment=args.experiment, work_dir=Path(args.work_dir))
+    resources.numerics()  # an impossible device or kernel fails before anything starts
+    with TrainBar(spec.id, enabled=not args.no_progress) as bar:
+        result = train(spec, recipe, resources, on_progress=bar.update)
+    print(format_summary(spec.id, result))
+    return 0 if result.status in DONE_STATUSES else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from gatelab.cli.live_view import LiveView
+    from gatelab.cli.sweep_text import format_plan, format_search, format_summary
+    from gatelab.runners.sweep.context import SweepContext
+    from gatelab.runners.sweep.driver import dry_run, plan_sweep, run_plan
+    from gatelab.runners.sweep.lr_search import run_search
+    from gatelab.runners.sweep.spec import get_sweep
+    from gatelab.shipped import sweeps_file
+
+    path = sweeps_file(args.sweeps)
+    sweep = get_sweep(args.name, path)  # a bad sweeps file fails before anything starts
+    ctx = SweepContext(tracking_uri=args.tracking_uri, experiment=args.experiment,
+                       work_dir=Path(args.work_dir).resolve(), address=args.address,
+                       retry_failed=args.retry_failed, sweeps_file=path)
+    if args.dry_run:
+        report = dry_run(args.name, ctx)
+        print(json.dumps(report.as_dict(), indent=2) if args.json else format_plan(report))
+        return 0
+    failed = False
+    if sweep.search is not None:
+        rows = run_search(args.name, sweep, ctx)
+        print(format_search(args.name, rows))
+    else:
+        plan, numerics = plan_sweep(args.name, ctx, sweep)
+        todo = [p for p in plan if p.state in TO_TRAIN]
+        _say(f"sweep {args.name}: {len(plan)} runs, {len(plan) - len(todo)} already "
+             f"recorded, {len(todo)} to run")
+        if not todo:
+            _say("nothing to run: every run of this sweep is already recorded")
+        view = LiveView(todo, enabled=not args.no_progress)
+        try:
+            summary = run_plan(args.name, sweep, ctx, plan, numerics, view)
+        finally:
+            view.close()
+        print(format_summary(args.name, summary))
+        failed = any(r.status is RunStatus.FAILED for r in summary)
+    where = ctx.uri
+    print(f"\nResults: MLflow store {where}, experiment {args.experiment!r}, runs tagged "
+          f"{SWEEP_TAG_PREFIX}{args.name}=1.")
+    uri_flag = "" if args.tracking_uri is None else f" --tracking-uri {where}"
+    print(f"Tables, plots and an HTML report: .venv/bin/gatelab report {args.name}{uri_flag}")
+    print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then http://127.0.0.1:5000)")
+    return 1 if failed else 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gatelab.dashboards.report import write_report
+    from gatelab.dashboards.runs import load
+    from gatelab.dashboards.summary_run import attach
+
+    runs = load(args.name, tracking_uri=args.tracking_uri, experiment=args.experiment)
+    if not len(runs):
+        what = f"tagged {SWEEP_TAG_PREFIX}{args.name}" if args.name else "at all"
+        raise ValueError(f"no training runs {what} in experiment {args.experiment!r} of "
+                         f"{runs.store.uri}; check the name (sweeps.yaml), --experiment and "
+                         "--tracking-uri")
+    label = args.name or "all-runs"
+    report = write_report(runs, Path(args.out or Path("out") / "reports" / label))
+    verdicts = report.table("verdicts")
+    print(table(("claim", "verdict", "statistic"), [
+        (r["claim"], r["verdict"], r["statistic"]) for r in verdicts.iter_rows(named=True)]))
+    print(f"\n{len(runs)} runs of {f'sweep {args.name}' if args.name else 'every sweep'}: "
+          f"{len(report.tables)} tables (Markdown + CSV), {len(report.plots)} plots in "
+          f"{report.out}")
+    if args.name and not args.no_attach:
+        run_id = attach(report, runs.store.uri, args.experiment, args.name)
+        print(f"Attached to MLflow: summary run {run_id} (experiment {args.experiment!r})")
+    print(f"Report: {report.html_path.resolve()}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from gatelab.dashboards.ui import serve
+
+    return serve(args.tracking_uri, args.port)
+
+
+def _parse_value(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+class _Renamed(argparse.Action):
+    """A flag that was renamed: fails with a message naming the new spelling."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: object):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.error(f"{option_string} was renamed: use {self.new}")
+
+
+TRACKING_HELP = ("MLflow URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the "
+                 "current directory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gatelab.model.attention_ops import KernelChoice
+    from gatelab.runners.run.numerics import PrecisionChoice
+
+    parser = argparse.ArgumentParser(
+        prog="gatelab", description="Gated-attention ablations at small scale."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="every variant, with the parameters it adds")
+    p.add_argument("--json", action="store_true", help="print a JSON array of objects")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="the resolved spec of one variant")
+    p.add_argument("variant")
+    p.add_argument("--size", default="tiny", help="size preset to resolve at (default tiny)")
+    p.add_argument("--preset", action=_Renamed, new="--size SIZE")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("validate", help="check spec files; non-zero exit if any is invalid")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="train one variant and log it to MLflow")
+    p.add_argument("variant")
+    p.add_argument("--recipe", default="tiny", help="training recipe (recipes/; default tiny)")
+    p.add_argument("--preset", action=_Renamed, new="--recipe NAME (a size: --size SIZE)")
+    p.add_argument("--size", help="size preset, overriding the recipe's")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--tokens", type=int, help="training tokens (overrides --steps)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any recipe field, e.g. --set data.source=my.txt")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", choices=[c.value for c in PrecisionChoice],
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--backend", default="auto", choices=[c.value for c in KernelChoice],
+                   help="attention kernel (auto: flash-attn on CUDA where installed, else SDPA)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
+    p.add_argument("--experiment", default="gatelab")
+    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run a named sweep of sweeps.yaml on Ray")
+    p.add_argument("name")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its cost only")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+    p.add_argument("--retry-failed", action="store_true", help="rerun runs that failed")
+    p.add_argument("--sweeps", help="the sweeps file (default: $GATELAB_SWEEPS, else "
+                   "./sweeps.yaml, else the one shipped with gatelab)")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
+                   "local Ray started here)")
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
+    p.add_argument("--experiment", default="gatelab")
+    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="tables, plots and an HTML report of a sweep's runs")
+    p.add_argument("name", nargs="?", help=f"the sweep (runs tagged {SWEEP_TAG_PREFIX}NAME); "
+                   "omitted: every training run of the experiment (not attached to MLflow)")
+    p.add_argument("--out", help="output folder (default: out/reports/NAME, or "
+                   "out/reports/all-runs)")
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
+    p.add_argument("--experiment", default="gatelab")
+    p.add_argument("--no-attach", action="store_true",
+                   help="do not log the report to MLflow as the sweep's summary run")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="the MLflow UI for the tracking store, on 127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
+    p.set_defaults(func=cmd_ui)
+    for each in sub.choices.values():
+        each.add_argument("--ablations", metavar="DIR", action="append",
+                          help="a folder of your own variant specs, searched before ./ablations "
+                          "and the shipped ones (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.ablations:
+        import os
+
+        from gatelab.shipped import ABLATIONS_ENV
+
+        os.environ[ABLATIONS_ENV] = os.pathsep.join(str(Path(d).resolve())
+                                                    for d in args.ablations)
+    # MLflow announces every SQLite schema set-up at INFO; users need only its warnings.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"gatelab {args.command}: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gatelab {args.command}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130

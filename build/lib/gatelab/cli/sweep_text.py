@@ -1,0 +1,60 @@
+"""Text of ``gatelab sweep``: the plan, the summary table, the LR-search table."""
+
+from __future__ import annotations
+
+from gatelab.cli.format import table
+from gatelab.contract import PlanState, RunStatus
+from gatelab.runners.sweep.driver import SUMMARY_KEYS, SummaryRow
+from gatelab.runners.sweep.lr_search import SearchRow
+from gatelab.runners.sweep.plan import PlanReport
+
+STALE_HINT = ("stale: recorded by this sweep under an identity that no longer matches (a size "
+              "preset, the corpus, the recipe, the numerics or gatelab's identity rules "
+              "changed); the sweep trains it anew and the old run leaves the sweep")
+
+
+def format_plan(report: PlanReport) -> str:
+    n = report.numerics
+    lines = [f"sweep {report.sweep}: plan ({n.device_type}, {n.precision}, {n.kernel} "
+             "attention)"]
+    if report.runs:
+        lines.append(table(("variant", "lr", "seed", "hash", "state"),
+                           [(p.spec.id, f"{p.recipe.lr:g}", p.recipe.seed, p.run_hash,
+                             p.state.value) for p in report.runs]))
+    lines.extend(report.notes)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(report.counts.items()))
+    lines.append(f"{len(report.runs)} runs: {counts or 'none'}")
+    if any(p.state is PlanState.STALE for p in report.runs):
+        lines.append(STALE_HINT)
+    est = report.estimate
+    if est is not None:
+        lines.append(
+            f"left to run: {est.runs_left} runs, {est.tokens:,} tokens, {est.flops:.2e} "
+            f"FLOPs, about {est.seconds_estimate / 60:.1f} min on {est.parallel_slots} "
+            f"parallel slots ({est.throughput_source} throughput)")
+    return "\n".join(lines)
+
+
+def _fmt(v: object) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def format_summary(name: str, rows: list[SummaryRow]) -> str:
+    body = table(("variant", "lr", "seed", "status", *SUMMARY_KEYS),
+                 [(r.variant, f"{r.lr:g}", r.seed, r.status.value,
+                   *(_fmt(r.metrics[k]) for k in SUMMARY_KEYS)) for r in rows])
+    failures = [f"  {r.variant} lr={r.lr:g} seed={r.seed}: {r.cause}"
+                for r in rows if r.status is RunStatus.FAILED and r.cause]
+    ran = sum(r.ran_now for r in rows)
+    text = f"\nsweep {name}: {ran} ran now, {len(rows) - ran} already recorded\n{body}"
+    if failures:
+        text += "\nfailures:\n" + "\n".join(failures)
+    return text
+
+
+def format_search(name: str, rows: list[SearchRow]) -> str:
+    return f"\nlr search {name}: per variant\n" + table(
+        ("variant", "seed", "trials", "diverged", "best lr", "best val_loss",
+         "largest stable lr", "smallest diverged lr"),
+        [(r.variant, r.seed, r.trials, r.diverged, _fmt(r.best_lr), _fmt(r.best_val_loss),
+          _fmt(r.largest_stable_lr), _fmt(r.smallest_diverged_lr)) for r in rows])

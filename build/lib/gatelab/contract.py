@@ -1,0 +1,128 @@
+"""The contract between the code that writes runs (``gatelab.runners``) and the code that reads
+them (``gatelab.dashboards``, the CLI): run statuses, plan states, every tag name, the sweep
+tag, and where a tracking URI points. Both sides import this module; it imports neither.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+
+
+class RunStatus(enum.StrEnum):
+    """The ``gatelab.status`` tag of a training run."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    DIVERGED = "diverged"
+    """Ended early on a loss blow-up: a result, not an error."""
+    FAILED = "failed"
+    """Raised, or its worker died; the cause is in ``gatelab.failure``."""
+    INTERRUPTED = "interrupted"
+    """Stopped by the user (Ctrl-C); its checkpoint resumes it."""
+    MISSING = "missing"
+    """Never recorded: the run failed before its MLflow run existed (shown, never written)."""
+
+
+def parse_status(raw: object) -> RunStatus | None:
+    """The status a tag holds; ``None`` for a missing or unknown value."""
+    return RunStatus(raw) if isinstance(raw, str) and raw in _STATUS_VALUES else None
+
+
+_STATUS_VALUES = frozenset(s.value for s in RunStatus)
+
+DONE_STATUSES: frozenset[RunStatus] = frozenset({RunStatus.FINISHED, RunStatus.DIVERGED})
+"""Statuses whose result is final: such a hash is never trained again."""
+
+
+class PlanState(enum.StrEnum):
+    """What a sweep will do with one planned run."""
+
+    DONE = "done"
+    TO_RUN = "to run"
+    RESUME = "resume"
+    """Interrupted, or left running by a killed driver: continues from its checkpoint."""
+    FAILED = "failed"
+    """Its last attempt failed: rerun only with ``--retry-failed``."""
+    STALE = "stale"
+    """The sweep recorded this variant, seed and LR under an identity that no longer matches
+    (a size preset, the corpus, the numerics or the identity rules changed): trained anew, the
+    old run is kept but leaves the sweep."""
+
+
+TO_TRAIN: frozenset[PlanState] = frozenset({PlanState.TO_RUN, PlanState.RESUME,
+                                            PlanState.STALE})
+"""Plan states that a sweep trains."""
+
+
+TAG_PREFIX = "gatelab."
+"""Every gatelab tag starts with it."""
+
+
+class Tag(enum.StrEnum):
+    """Every tag gatelab writes on an MLflow run."""
+
+    RUN_HASH = "gatelab.run_hash"
+    """The run's identity (``gatelab.identity``): every training run has one."""
+    SETTING_HASH = "gatelab.setting_hash"
+    """The identity without the seed: runs sharing it are the seeds of one setting."""
+    LR_SETTING_HASH = "gatelab.lr_setting_hash"
+    """The identity without the seed and the peak LR: the points of one LR grid."""
+    IDENTITY_VERSION = "gatelab.identity_version"
+    STATUS = "gatelab.status"
+    VARIANT = "gatelab.variant"
+    SIZE = "gatelab.size"
+    SEED = "gatelab.seed"
+    LR = "gatelab.lr"
+    POSITION = "gatelab.position"
+    GRANULARITY = "gatelab.granularity"
+    PAPER_ROW = "gatelab.paper_row"
+    DATA = "gatelab.data"
+    DEVICE = "gatelab.device"
+    """``cpu`` or ``cuda``."""
+    PRECISION = "gatelab.precision"
+    KERNEL = "gatelab.kernel"
+    """The attention kernel family the run trained with: ``sdpa``, ``flash`` or ``explicit``."""
+    TORCH_VERSION = "gatelab.torch_version"
+    GIT_COMMIT = "gatelab.git_commit"
+    GIT_DIRTY = "gatelab.git_dirty"
+    FAILURE = "gatelab.failure"
+    DIVERGED_STEP = "gatelab.diverged_step"
+    DIVERGENCE = "gatelab.divergence"
+    SUMMARY = "gatelab.summary"
+    """Set on the summary runs ``gatelab report`` writes; those are never training runs."""
+    SUMMARY_SWEEP = "gatelab.summary.sweep"
+    """On a summary run: the sweep it summarises."""
+    SUMMARY_RUNS = "gatelab.summary.runs"
+    """On a summary run: how many training runs it summarises."""
+
+
+NO_VALUE = "none"
+"""A tag's value where a run has no such thing (the baseline's gate position)."""
+
+SWEEP_TAG_PREFIX = "gatelab.sweep."
+"""A run belongs to sweep NAME while it has the tag ``gatelab.sweep.NAME`` = ``IN_SWEEP``."""
+IN_SWEEP = "1"
+LEFT_SWEEP = "stale"
+"""The value a run's sweep tag gets when the sweep retrains it under a new identity."""
+
+
+def sweep_tag(name: str, value: str = IN_SWEEP) -> dict[str, str]:
+    """The tag that marks a run as part of sweep ``name``."""
+    return {f"{SWEEP_TAG_PREFIX}{name}": value}
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (``sqlite:////abs`` or ``sqlite:///rel``);
+    ``None`` for other stores (and in-memory)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None

@@ -1,0 +1,177 @@
+"""``gatelab report``: every table and plot of a sweep, written to a folder.
+
+``write_report(runs, out)`` writes ``tables/<name>.csv`` (typed columns), ``plots/<name>.png``,
+``runs.parquet`` (the run frame, reloadable with ``pl.read_parquet``), ``report.md`` (the
+tables in Markdown, linking the plots) and ``report.html`` (everything in one self-contained
+file: images embedded as data URIs, no script, no network). ``summary_run.attach`` then logs
+the folder to MLflow.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from gatelab.dashboards import plots
+from gatelab.dashboards.columns import DONE_STATUSES
+from gatelab.dashboards.compare import finished
+from gatelab.dashboards.render import markdown_table
+from gatelab.dashboards.report_html import render_html
+from gatelab.dashboards.report_parts import Plot, Report, Table
+from gatelab.dashboards.runs import Runs
+
+
+def build_tables(runs: Runs) -> list[Table]:
+    """The report's tables, in the order shown."""
+    return [
+        Table("verdicts", "Verdicts on the paper's claims",
+              "reproduced: the paper's direction, p < 0.05; not reproduced: the opposite "
+              "direction, p < 0.05; inconclusive at this scale: anything else, and always "
+              "with fewer than two pairs of seeds. The statistic column gives the estimate, "
+              "its 95% interval, the test and n.", runs.verdicts()),
+        Table("table1", "Table 1: perplexity against the baseline",
+              "Per setting and variant: n finished runs (n_diverged left out of means); "
+              "mean ± 95% t-interval over seeds; d_val_ppl: paired change against the baseline "
+              "on the same seeds, p_val_ppl: paired t-test. added_params: ours, at this size; "
+              "paper_*: the paper's 15A2B numbers (PPL change against its 6.026 baseline); "
+              "rank, paper_rank: the two orderings.", runs.table1()),
+        Table("rank_agreement", "Ranking against the paper's",
+              "Spearman's rank correlation between our mean PPL and the paper's over the "
+              "variants that have both (exact permutation p-value up to 8 variants).",
+              runs.rank_agreement()),
+        Table("table4", "Table 4: gate scores, massive activations, attention sink",
+              "Mean gate score and the fraction of scores below 0.1; m_act (max |hidden state| "
+              "averaged over layers); f_attn (attention on the first token); d_*, p_*: paired "
+              "change against the baseline and its t-test; paper_*: the paper's values.",
+              runs.table4()),
+        Table("lr_tolerance", "Learning-rate tolerance",
+              "Final validation loss (mean ± 95% CI) per LR, or 'diverged k/n'; best LR; "
+              "largest stable LR (no run diverged) and its ratio to the baseline's.",
+              runs.lr_tolerance()),
+        Table("stability", "Training stability",
+              "Over finished and diverged runs: divergences, loss spikes, spike score (summed "
+              "excess loss of spikes, nats), largest gradient norm before clipping; paired "
+              "changes against the baseline.", runs.stability()),
+        Table("long_context", "Long context",
+              "Validation loss at 1x, 2x and 4x the training sequence length; ctx4x_gap = loss "
+              "at 4x minus at 1x per run, and its paired change against the baseline.",
+              runs.long_context()),
+    ]
+
+
+def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
+    """Every plot the runs have data for."""
+    made: list[Plot] = []
+
+    def add(key: str, title: str, description: str, path: Path | None) -> None:
+        if path is not None:
+            made.append(Plot(key, title, description, path))
+
+    history = runs.history(["train_loss", "val_loss"]) if len(runs) else None
+    if history is not None:
+        add("loss_curves", "Loss curves", "Training loss per variant, mean over seeds with the "
+            "seeds' range as a band; dots: validation loss.",
+            plots.loss_curves(runs.frame, history, folder / "loss_curves.png"))
+    if len(runs):
+        add("internals_over_training", "Attention sink and massive activations during training",
+            "f_attn and m_act (means over layers) at each evaluation: whether and when a sink "
+            "forms, and whether a gate prevents it.",
+            plots.internals_over_training(runs.frame, runs.history(["f_attn", "m_act"]),
+                                          folder / "internals_over_training.png"))
+    add("loss_vs_lr", "Loss against learning rate", "Final validation loss per LR (mean ± 95% "
+        "CI); x: LRs where runs diverged, with their count.",
+        plots.loss_vs_lr(runs.frame, folder / "loss_vs_lr.png"))
+    add("internals_per_layer", "Attention sink and massive activations per layer",
+        "f_attn and m_act per layer, the baseline (dashed) against the gated variants.",
+        plots.internals_per_layer(runs.frame, folder / "internals_per_layer.png"))
+    add("gate_scores", "Gate scores per layer", "Per-layer mean gate score and fraction of "
+        "scores below 0.1.", plots.gate_scores(runs.frame, folder / "gate_scores.png"))
+    main = plots.main_setting(runs.frame)
+    arrays = runs.arrays(runs.frame.filter(pl.col("setting_id") == main)["run_id"].to_list()
+                         if main is not None else [])
+    add("gate_histograms", "Gate-score histograms", "The distribution of gate scores of each "
+        "gated variant over all layers and seeds (log density).",
+        plots.gate_histograms(runs.frame, arrays, folder / "gate_histograms.png"))
+    add("attention_maps", "Attention maps", "A few heads of one layer, the baseline against "
+        "gated variants: a bright first column is an attention sink.",
+        plots.attention_maps(runs.frame, arrays, folder / "attention_maps.png"))
+    return made
+
+
+def _meta(runs: Runs) -> dict[str, str]:
+    frame = runs.frame
+    statuses = frame.group_by("status").len().sort("status")
+    counts = ", ".join(f"{n} {s}" for s, n in statuses.iter_rows()) or "none"
+    commits = sorted(c[:10] for c in frame["git_commit"].drop_nulls().unique().to_list())
+    return {
+        "tracking store": runs.store.uri,
+        "experiment": runs.experiment or "(all)",
+        "sweep": runs.sweep or "(all runs)",
+        "runs": f"{frame.height} ({counts})",
+        "variants": ", ".join(sorted(frame["variant"].drop_nulls().unique().to_list())) or "-",
+        "settings": "; ".join(sorted(frame["setting"].drop_nulls().unique().to_list())) or "-",
+        "git commits": ", ".join(commits) or "-",
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _notes(runs: Runs) -> list[str]:
+    notes = []
+    main = plots.main_setting(runs.frame)
+    shown = finished(runs.frame).filter(pl.col("setting_id") == main)
+    missing = shown.filter(~pl.col("run_id").is_in(list(runs.arrays(shown["run_id"].to_list()))))
+    if missing.height:
+        notes.append(f"{missing.height} finished runs have no internals.npz artifact (recorded "
+                     "by an older gatelab): they are left out of the histograms and maps.")
+    left = runs.untested()
+    if left:
+        notes.append("Claims these runs cannot test (their variants or an LR grid were not "
+                     f"run): {', '.join(left)}.")
+    excluded = runs.frame.filter(~pl.col("status").is_in(DONE_STATUSES)).height
+    if excluded:
+        notes.append(f"{excluded} runs that failed or did not end are listed in the run count "
+                     "but left out of every table.")
+    if runs.frame.height and runs.frame["seed"].n_unique() < 2:
+        notes.append("One seed per setting: no confidence interval or p-value can be computed; "
+                     "every verdict is inconclusive. Run several seeds.")
+    return notes
+
+
+def to_markdown(report: Report) -> str:
+    lines = [f"# {report.title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in report.meta.items()]
+    for table in report.tables:
+        lines += ["", f"## {table.title}", "", table.description, "", markdown_table(table.frame)]
+    if report.plots:
+        lines += ["", "## Plots"]
+        for plot in report.plots:
+            rel = plot.path.relative_to(report.out).as_posix()
+            lines += ["", f"### {plot.title}", "", plot.description, "",
+                      f"![{plot.title}]({rel})"]
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(runs: Runs, out: Path, title: str | None = None) -> Report:
+    """Write the report of ``runs`` into ``out`` (created; files of a previous report of the
+    same names are replaced)."""
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or f"gatelab report: {runs.sweep or 'all runs'}"
+    tables = build_tables(runs)
+    files: list[Path] = []
+    (out / "tables").mkdir(exist_ok=True)
+    for table in tables:
+        path = out / "tables" / f"{table.key}.csv"
+        table.frame.write_csv(path)
+        files.append(path)
+    made = draw_plots(runs, out / "plots")
+    files += [p.path for p in made]
+    runs.frame.write_parquet(out / "runs.parquet")
+    files.append(out / "runs.parquet")
+    report = Report(title, _meta(runs), tables, made, _notes(runs), out, len(runs), files)
+    report.markdown_path.write_text(to_markdown(report))
+    report.html_path.write_text(render_html(report))
+    files += [report.markdown_path, report.html_path]
+    return report

@@ -1,0 +1,116 @@
+"""The query API: ``runs = load("smoke")``, then ``runs.table1()``, ``runs.history("val_loss")``...
+
+``Runs`` holds the frame of one load (``runs.frame``: a row per run, typed columns) and the
+store it came from (for metric histories, read on demand). Every method returns a Polars
+DataFrame and is a pure function of the frame (and, for ``history``, of the store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from gatelab.dashboards import lr_tolerance as lr_tables
+from gatelab.dashboards import tables
+from gatelab.dashboards.artifacts import RunArrays, read_arrays
+from gatelab.dashboards.columns import FINISHED
+from gatelab.dashboards.load import to_frame
+from gatelab.dashboards.raw_runs import RunStore
+from gatelab.dashboards.store import Backend, open_store
+from gatelab.dashboards.verdicts import untested, verdicts
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Training runs loaded from a tracking store."""
+
+    frame: pl.DataFrame
+    """One row per run (see ``dashboards/columns.py`` for the columns)."""
+    store: RunStore
+    sweep: str | None
+    """The sweep these runs were selected by; ``None``: every run."""
+    experiment: str | None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def where(self, *predicates: pl.Expr) -> Runs:
+        """The runs matching ``predicates`` (Polars expressions on ``frame``'s columns)."""
+        return Runs(self.frame.filter(*predicates), self.store, self.sweep, self.experiment)
+
+    def history(self, metric: str | Sequence[str]) -> pl.DataFrame:
+        """Every logged point of ``metric`` (one name or several) for these runs: ``run_id``,
+        ``variant``, ``seed``, ``lr``, ``setting``, ``setting_id``, ``status``, ``metric``,
+        ``step``, ``value``; when a step was logged twice, the later value."""
+        names = [metric] if isinstance(metric, str) else list(metric)
+        points = self.store.read_history(self.frame["run_id"].to_list(), names)
+        points = (points.sort("timestamp")
+                  .unique(["run_id", "metric", "step"], keep="last", maintain_order=True)
+                  .drop("timestamp"))
+        info = self.frame.select("run_id", "variant", "seed", "lr", "setting", "setting_id",
+                                 "status")
+        return (info.join(points, on="run_id", how="inner")
+                .sort("variant", "setting", "seed", "metric", "step"))
+
+    def arrays(self, run_ids: Sequence[str] | None = None) -> dict[str, RunArrays]:
+        """Per finished run (by ``run_id``; ``run_ids`` narrows them): its gate-score histograms
+        and attention maps (``dashboards/artifacts.py``), downloaded once per ``Runs``."""
+        fin = self.frame.filter(pl.col("status") == FINISHED)["run_id"].to_list()
+        wanted = fin if run_ids is None else [r for r in fin if r in set(run_ids)]
+        cache: dict[str, RunArrays | None] = self._cache.setdefault("arrays", {})
+        missing = [r for r in wanted if r not in cache]
+        if missing:
+            got = read_arrays(self.store.uri, missing)
+            cache.update({r: got.get(r) for r in missing})
+        return {r: a for r in wanted if (a := cache[r]) is not None}
+
+    def table1(self) -> pl.DataFrame:
+        """Table 1's shape (``tables.table1``)."""
+        return tables.table1(self.frame)
+
+    def rank_agreement(self) -> pl.DataFrame:
+        """Spearman's rank correlation of our PPL order with the paper's, per setting."""
+        return tables.rank_agreement(self.frame)
+
+    def table4(self) -> pl.DataFrame:
+        """Table 4's shape: gate scores, ``m_act``, ``f_attn``, PPL (``tables.table4``)."""
+        return tables.table4(self.frame)
+
+    def lr_tolerance(self) -> pl.DataFrame:
+        """Variant x LR: final loss or ``diverged k/n``; best and largest stable LR."""
+        return lr_tables.lr_tolerance(self.frame)
+
+    def lr_grid(self) -> pl.DataFrame:
+        """The LR grid in long, typed form: one row per (variant, LR)."""
+        return lr_tables.lr_grid(self.frame)
+
+    def stability(self) -> pl.DataFrame:
+        """Divergences, loss spikes, spike score, largest gradient norm."""
+        return tables.stability(self.frame)
+
+    def long_context(self) -> pl.DataFrame:
+        """Validation loss at 1x, 2x and 4x the training length."""
+        return tables.long_context(self.frame)
+
+    def verdicts(self) -> pl.DataFrame:
+        """A verdict per claim of the paper, with its statistic (``dashboards/verdicts.py``)."""
+        return verdicts(self.frame)
+
+    def untested(self) -> list[str]:
+        """Claims these runs cannot test (their variants or an LR grid were not run)."""
+        return untested(self.frame)
+
+
+def load(sweep: str | None = None, tracking_uri: str | None = None,
+         experiment: str | None = "gatelab", backend: Backend = "auto") -> Runs:
+    """The training runs tagged ``gatelab.sweep.<sweep>`` (``None``: every training run) in
+    ``experiment`` (``None``: every experiment) of the store at ``tracking_uri`` (``None``:
+    ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``). ``backend``: ``sql`` reads a SQLite
+    store's tables directly, ``client`` goes through ``MlflowClient``, ``auto`` picks SQL for
+    SQLite files. Summary runs written by ``gatelab report`` are never loaded."""
+    store = open_store(tracking_uri, backend)
+    return Runs(to_frame(store.read_runs(experiment, sweep)), store, sweep, experiment)

@@ -1,0 +1,1 @@
+"""The shipped training recipes: one YAML file per recipe (package data, ``gatelab.recipes``)."""

@@ -1,0 +1,87 @@
+"""Cross-field rules: combinations of legal values that a spec still may not write.
+
+Each rule looks at a whole spec and returns the problems it finds; ``check`` runs them all.
+Rules that depend on a size (head counts, MoE) live in ``resolve.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gatelab.registry.errors import Problem
+from gatelab.registry.schema import GateInput, Granularity, Position, Sharing, VariantSpec
+
+
+def _no_heads_at_g5(spec: VariantSpec) -> list[Problem]:
+    gate = spec.gate
+    if gate is None or gate.position is not Position.G5:
+        return []
+    problems = []
+    why = "at G5 (after the output projection) there are no heads"
+    if gate.granularity is Granularity.HEADWISE:
+        problems.append(
+            Problem("gate.granularity", f"'headwise' is not allowed: {why}; use elementwise")
+        )
+    if gate.sharing is Sharing.HEAD_SHARED:
+        problems.append(
+            Problem("gate.sharing", f"'head-shared' is not allowed: {why}; use head-specific")
+        )
+    return problems
+
+
+def _control_excludes_gate(spec: VariantSpec) -> list[Problem]:
+    if spec.gate is not None and spec.sdpa_control is not None:
+        return [
+            Problem(
+                "sdpa_control",
+                f"{spec.sdpa_control.value!r} cannot be combined with a gate: the paper's "
+                "controls replace the gate; set gate: null or sdpa_control: null",
+            )
+        ]
+    return []
+
+
+def _independent_gate_has_no_bias(spec: VariantSpec) -> list[Problem]:
+    gate = spec.gate
+    if gate is None or gate.input is not GateInput.INDEPENDENT or gate.init.bias is None:
+        return []
+    return [
+        Problem(
+            "gate.init.bias",
+            f"{gate.init.bias!r} is not allowed with input: independent (its learned parameter "
+            "already is a bias); set bias: null, or initialise through init.weight",
+        )
+    ]
+
+
+def _positive_numbers(spec: VariantSpec) -> list[Problem]:
+    problems = []
+    cap = spec.capacity
+    for name in ("q_heads_mult", "kv_heads_mult"):
+        if getattr(cap, name) <= 0:
+            problems.append(Problem(f"capacity.{name}", f"{getattr(cap, name)!r} must be > 0"))
+    if cap.extra_experts < 0:
+        problems.append(Problem("capacity.extra_experts", f"{cap.extra_experts!r} must be >= 0"))
+    if spec.gate is not None and spec.gate.init.std <= 0:
+        problems.append(Problem("gate.init.std", f"{spec.gate.init.std!r} must be > 0"))
+    return problems
+
+
+def _base_is_set(spec: VariantSpec) -> list[Problem]:
+    if spec.base is None and spec.id != "baseline":
+        return [Problem("base", "is required: name the spec this variant is a diff from")]
+    return []
+
+
+RULES: tuple[Callable[[VariantSpec], list[Problem]], ...] = (
+    _no_heads_at_g5,
+    _control_excludes_gate,
+    _independent_gate_has_no_bias,
+    _positive_numbers,
+    _base_is_set,
+)
+
+
+def check(spec: VariantSpec) -> list[Problem]:
+    """Every rule's problems with ``spec``; empty if it is legal."""
+    return [p for rule in RULES for p in rule(spec)]

@@ -1,0 +1,219 @@
+"""The typed schema of a variant spec: what one YAML file in ``ablations/`` may say.
+
+A spec describes *architecture only*: where and how attention is gated, the paper's non-gate
+controls, norm placement and the parameter-matched capacity controls. Sizes live in
+``registry/presets.py``; the training recipe and resources live elsewhere (see the README).
+``gate: null`` is the baseline. Every field is validated on load (``registry/loader.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+
+class Position(enum.StrEnum):
+    """Where the gate acts (the paper's Figure 1)."""
+
+    G1 = "G1"  # SDPA output, per head, before concatenation and W_O
+    G2 = "G2"  # value projection output
+    G3 = "G3"  # key projection output (before QK-norm and RoPE)
+    G4 = "G4"  # query projection output (before QK-norm and RoPE)
+    G5 = "G5"  # after the output projection W_O (no heads exist here)
+
+
+class Granularity(enum.StrEnum):
+    ELEMENTWISE = "elementwise"  # one score per element of the gated tensor
+    HEADWISE = "headwise"  # one score per head per token
+
+
+class Sharing(enum.StrEnum):
+    HEAD_SPECIFIC = "head-specific"
+    HEAD_SHARED = "head-shared"  # scores averaged over heads: every head gets the same vector
+
+
+class Combine(enum.StrEnum):
+    MULTIPLICATIVE = "multiplicative"  # Y' = Y * act(X W)
+    ADDITIVE = "additive"  # Y' = Y + act(X W)
+
+
+class Activation(enum.StrEnum):
+    SIGMOID = "sigmoid"
+    SILU = "silu"
+    NS_SIGMOID = "ns-sigmoid"  # 0.5 + 0.5 * sigmoid: non-linear, range [0.5, 1], not sparse
+    IDENTITY = "identity"
+
+
+class GateInput(enum.StrEnum):
+    DEPENDENT = "dependent"  # act(X W), X: the gated token's normed block input
+    INDEPENDENT = "independent"  # scores = act(P), P a learned (heads x width) parameter
+
+
+class WeightInit(enum.StrEnum):
+    NORMAL = "normal"  # normal(0, std), as the paper's released code initialises every linear
+    ZERO = "zero"  # all zeros: a sigmoid gate starts at exactly 0.5
+
+
+class SdpaControl(enum.StrEnum):
+    """The paper's Table 3 non-gate controls, applied to the SDPA output (G1)."""
+
+    GROUP_RMSNORM = "group-rmsnorm"  # RMSNorm over each head's output ("GroupNorm"), ~0 params
+    SILU = "silu"  # Y' = SiLU(Y), parameter-free
+
+
+class NormPlacement(enum.StrEnum):
+    PRE = "pre"  # x + f(norm(x))
+    SANDWICH = "sandwich"  # x + norm_out(f(norm(x))): the paper's Table 2 stabiliser
+
+
+@dataclass(frozen=True)
+class GateInit:
+    """How the gate's parameters start."""
+
+    weight: WeightInit | None = None
+    """Initialiser of W (or of P for an input-independent gate). ``None``: the paper's default,
+    normal(0, ``std``) for an input-dependent gate and zeros for an input-independent one."""
+    std: float = 0.02
+    """Standard deviation of the normal initialiser (unitless)."""
+    bias: float | None = None
+    """``None``: W has no bias (the paper). A number: W gets a bias parameter, initialised to
+    that value (e.g. +2.0 keeps a small-width sigmoid gate near 0.88 at the start)."""
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """One gate inserted into softmax attention. Defaults are the paper's best gate (T1 row 5)."""
+
+    position: Position = Position.G1
+    granularity: Granularity = Granularity.ELEMENTWISE
+    sharing: Sharing = Sharing.HEAD_SPECIFIC
+    combine: Combine = Combine.MULTIPLICATIVE
+    activation: Activation = Activation.SIGMOID
+    input: GateInput = GateInput.DEPENDENT
+    init: GateInit = field(default_factory=GateInit)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The paper's parameter-matched controls (Table 1 rows 2-4), relative to the size preset,
+    so that the same spec builds at every size."""
+
+    q_heads_mult: float = 1.0
+    """Multiplier on the number of query heads (T1 row 3: 1.5, i.e. 32 -> 48)."""
+    kv_heads_mult: float = 1.0
+    """Multiplier on the number of key/value heads (T1 row 2: 2, i.e. 4 -> 8)."""
+    extra_experts: int = 0
+    """Experts added to the MoE FFN, in total and in the top-k (T1 row 4: 4); needs an MoE
+    size preset."""
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """A row of the paper that a spec reproduces, with the numbers the paper reports for it.
+    ``None`` means the paper reports no such number for this row."""
+
+    table: int
+    row: int
+    """Row number as printed in Table 1 and 3; for other tables, the row's order from the top."""
+    name: str
+    """The paper's own label of the row."""
+    setting: str | None = None
+    """Where one architecture has several rows: the paper's setting (layers, tokens, LR)."""
+    added_params_m: float | None = None
+    """The paper's "+Param" column, millions of parameters."""
+    ppl: float | None = None
+    """Average perplexity over the paper's test sets."""
+    benchmarks: dict[str, float] = field(default_factory=dict)
+    """Benchmark scores by name (hellaswag, mmlu, gsm8k, ceval), in percent."""
+    mean_gate_score: float | None = None
+    m_act: float | None = None
+    f_attn: float | None = None
+    max_lr: float | None = None
+    outcome: str | None = None
+    """A non-numeric result the paper reports (e.g. "diverged", "degraded")."""
+
+    @property
+    def label(self) -> str:
+        """Short id such as ``T1-5``."""
+        return f"T{self.table}-{self.row}"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The part of a spec that changes the built model: what ``GatedLM`` and the run's
+    identity take. The spec's descriptive fields (id, description, paper) are not in it."""
+
+    gate: GateSpec | None = None
+    """``None``: no gate (the baseline)."""
+    sdpa_control: SdpaControl | None = None
+    """A non-gate transform of the SDPA output (Table 3); exclusive with ``gate``."""
+    norm: NormPlacement = NormPlacement.PRE
+    capacity: Capacity = field(default_factory=Capacity)
+    param_match: bool = False
+    """Narrow the FFN so the total parameter count equals the same architecture's without its
+    gate or control (the paper's dense runs do this)."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A variant of attention: one YAML file in ``ablations/``, a diff from its ``base``."""
+
+    id: str
+    """The file's stem; lowercase letters, digits and hyphens."""
+    description: str
+    """What the variant changes, in a few words."""
+    hypothesis: str
+    """What the variant is expected to show, in one line."""
+    base: str | None = None
+    """The id of the spec this one is a diff from; ``None`` only for the root baseline."""
+    gate: GateSpec | None = None
+    """``None``: no gate (the baseline)."""
+    sdpa_control: SdpaControl | None = None
+    """A non-gate transform of the SDPA output (Table 3); exclusive with ``gate``."""
+    norm: NormPlacement = NormPlacement.PRE
+    capacity: Capacity = field(default_factory=Capacity)
+    param_match: bool = False
+    """Narrow the FFN (dense width or expert width) so the total parameter count equals the
+    baseline's at the same size, as the paper's dense runs do."""
+    paper: tuple[PaperResult, ...] = ()
+    """The paper's rows this variant reproduces, with their reported numbers."""
+
+    @property
+    def architecture(self) -> Architecture:
+        """The fields that change the built model, as their own type."""
+        return Architecture(**{name: getattr(self, name) for name in ARCHITECTURE_FIELDS})
+
+    @property
+    def paper_row(self) -> str | None:
+        """The first reproduced row's label (``T1-5``), ``None`` if none."""
+        return self.paper[0].label if self.paper else None
+
+
+ARCHITECTURE_FIELDS = ("gate", "sdpa_control", "norm", "capacity", "param_match")
+"""The fields that change the built model; the content hash covers exactly these."""
+
+SPEC_ONLY_FIELDS = ("id", "description", "hypothesis", "base", "paper")
+"""Fields that describe a file and are never inherited from its base."""
+
+
+def architecture_dict(spec: VariantSpec | Architecture) -> dict[str, object]:
+    """The architecture part of a spec as plain JSON-ready data (enums as their values)."""
+    return {name: _plain(getattr(spec, name)) for name in ARCHITECTURE_FIELDS}
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_plain(value: object) -> object:
+    """Any spec value as plain JSON-ready data."""
+    return _plain(value)

@@ -1,0 +1,1 @@
+"""Data of a run: the corpus, the tokenizer, the token cache and the batches drawn from it."""

@@ -1,0 +1,155 @@
+"""The token ids a run trains on: each split's, cached once per corpus and tokenizer.
+
+``prepare_data(DataConfig)`` finds the corpus (``corpus.py``), trains or loads the
+tokenizer (``tokenizer.py``) and caches the token ids under ``cache_dir`` as
+``tokens-<corpus key>-<tokenizer key>.npz``; a second call only hashes the source and loads
+that file. Each split is its documents' tokens, each followed by the end-of-text id.
+Bits per byte (``bits_per_byte``) compare losses across tokenizers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gatelab.runners.data.corpus import SPLITS, SplitName, locate_source, read_corpus
+from gatelab.runners.data.tokenizer import (
+    MIN_BPE_VOCAB,
+    TOKENIZER_KINDS,
+    TOKENIZER_VERSION,
+    TextTokenizer,
+    TokenizerKind,
+    cached_tokenizer,
+    fit_tokenizer,
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "wiki"
+    """``wiki`` (the built-in corpus) or a path: a text file, a folder of .txt files, or a
+    .parquet/.jsonl file."""
+    text_column: str = "text"
+    """The column holding the text, for .parquet/.jsonl sources."""
+    tokenizer: TokenizerKind = TokenizerKind.BPE
+    vocab_size: int = 4096
+    """BPE vocabulary size requested; ignored by ``bytes`` (always 257)."""
+    cache_dir: str = ".gatelab/cache"
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ValueError(f"data.tokenizer {self.tokenizer!r} is not allowed; allowed: "
+                             f"{', '.join(TOKENIZER_KINDS)}")
+        object.__setattr__(self, "tokenizer", TokenizerKind(self.tokenizer))
+        if self.tokenizer == "bpe" and self.vocab_size < MIN_BPE_VOCAB:
+            raise ValueError(f"data.vocab_size {self.vocab_size} is too small for bpe (at least "
+                             f"{MIN_BPE_VOCAB}); use data.tokenizer=bytes for raw bytes")
+
+    @property
+    def tokenizer_key(self) -> str:
+        vocab = "" if self.tokenizer == "bytes" else str(self.vocab_size)
+        return f"{self.tokenizer}{vocab}-t{TOKENIZER_VERSION}"
+
+
+@dataclass(frozen=True, eq=False)
+class TokenData:
+    train: np.ndarray
+    """Token ids (uint16 when the vocabulary fits, else int32), documents joined by EOT."""
+    val: np.ndarray
+    test: np.ndarray
+    vocab_size: int
+    """The tokenizer's actual size: the model's embedding size."""
+    bytes_per_token: dict[str, float]
+    """Per split: UTF-8 bytes of its documents / its token count (end-of-text ids included)."""
+    corpus_name: str
+    corpus_hash: str
+    tokenizer: TextTokenizer = field(repr=False)
+    from_cache: bool = False
+    """True when the token ids were loaded, not encoded."""
+    seconds: float = 0.0
+    """Time ``prepare_data`` took."""
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name
+
+    def split(self, name: SplitName) -> np.ndarray:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def describe(self) -> str:
+        n = {s: len(self.split(s)) for s in SPLITS}
+        return (f"{self.corpus_name} ({self.corpus_hash}), {self.tokenizer_name} vocab "
+                f"{self.vocab_size}: {n['train']:,} train / {n['val']:,} val / {n['test']:,} "
+                f"test tokens, {self.bytes_per_token['train']:.2f} bytes/token")
+
+
+def prepare_data(cfg: DataConfig) -> TokenData:
+    """Token ids of every split for ``cfg``, from the cache when it has them and the tokenizer."""
+    start = time.perf_counter()
+    cache = Path(cfg.cache_dir)
+    source = locate_source(cfg.source, cfg.text_column)
+    tokens_path = cache / f"tokens-{source.key}-{cfg.tokenizer_key}.npz"
+    tokenizer = cached_tokenizer(cfg.tokenizer, cfg.vocab_size, source.key, cache)
+    if tokenizer is not None and tokens_path.is_file():
+        arrays, bytes_per_token = _load_tokens(tokens_path)
+        from_cache = True
+    else:
+        corpus = read_corpus(source)
+        tokenizer = fit_tokenizer(cfg.tokenizer, cfg.vocab_size, source.key, cache,
+                                  corpus.documents["train"])
+        arrays, bytes_per_token = _encode_splits(tokenizer, corpus.documents)
+        _save_tokens(tokens_path, arrays, bytes_per_token)
+        from_cache = False
+    return TokenData(train=arrays["train"], val=arrays["val"], test=arrays["test"],
+                     vocab_size=tokenizer.vocab_size, bytes_per_token=bytes_per_token,
+                     corpus_name=source.name, corpus_hash=source.content_hash,
+                     tokenizer=tokenizer, from_cache=from_cache,
+                     seconds=time.perf_counter() - start)
+
+
+def _encode_splits(tokenizer: TextTokenizer, documents: dict[SplitName, list[str]]
+                   ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.int32
+    arrays: dict[str, np.ndarray] = {}
+    bytes_per_token: dict[str, float] = {}
+    for split in SPLITS:
+        docs = documents[split]
+        encoded = tokenizer.encode_batch(docs)
+        tokens = np.fromiter((i for ids in encoded for i in (*ids, tokenizer.eot_id)), dtype,
+                             count=sum(len(ids) + 1 for ids in encoded))
+        arrays[split] = tokens
+        bytes_per_token[split] = sum(len(d.encode("utf-8")) for d in docs) / len(tokens)
+    return arrays, bytes_per_token
+
+
+def _save_tokens(path: Path, arrays: dict[str, np.ndarray],
+                 bytes_per_token: dict[str, float]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, train=arrays["train"], val=arrays["val"], test=arrays["test"],
+             bytes_per_token=np.array(json.dumps(bytes_per_token)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A private temporary name, then an atomic rename: concurrent runs sharing the cache never
+    # read a half-written file.
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def _load_tokens(path: Path) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    with np.load(path) as saved:
+        arrays: dict[str, np.ndarray] = {split: saved[split] for split in SPLITS}
+        bytes_per_token: dict[str, float] = json.loads(str(saved["bytes_per_token"]))
+    return arrays, bytes_per_token
+
+
+def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
+    """Mean cross-entropy per token in nats -> bits per UTF-8 byte of text."""
+    return loss_nats / math.log(2) / bytes_per_token

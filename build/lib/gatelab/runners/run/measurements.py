@@ -1,0 +1,234 @@
+"""The paper's measurements, each defined as the paper defines it (``shared/docs/paper.md``).
+
+- ``f_attn``: the attention probability queries put on the first token of the sequence,
+  averaged over heads and queries (query 0, which can only attend to itself, is excluded), per
+  layer; then averaged over layers.
+- ``m_act``: per layer, the maximum absolute value of that layer's output hidden state; then
+  averaged over layers.
+- gate scores: the values a gate multiplies (or adds), over elements, tokens and batches: their
+  mean, and the fractions below 0.01 and 0.1, per layer and over all layers; and their
+  histogram per layer (``HIST_EDGES``, with counts below 0 and above 1 kept apart).
+- attention maps: the probabilities of the first ``MAP_HEADS`` heads of every layer over the
+  first ``MAP_TOKENS`` positions of the first measured sequence (``Internals.attn_maps``), for
+  pictures of the sink.
+- loss spikes: see ``SpikeDetector``. Divergence: see ``diverged``.
+
+Internals are measured on fixed validation batches through the explicit attention path (which
+returns probabilities); training keeps the fast backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gatelab.model.transformer import GatedLM
+
+Tensor = torch.Tensor
+
+
+def first_token_attention_per_head(probs_BHTS: Tensor) -> Tensor:
+    """Each head's mean probability on key 0 over batch and queries 1..T-1: shape (H,)."""
+    return probs_BHTS[:, :, 1:, 0].double().mean((0, 2))
+
+
+def first_token_attention(probs_BHTS: Tensor) -> float:
+    """Mean probability on key 0 over batch, heads and queries 1..T-1 (every head weighs the
+    same: the mean of ``first_token_attention_per_head``)."""
+    return first_token_attention_per_head(probs_BHTS).mean().item()
+
+
+def max_abs_activation(hidden_BTD: Tensor) -> float:
+    return hidden_BTD.detach().abs().max().item()
+
+
+HIST_BINS = 50
+HIST_EDGES = torch.linspace(0.0, 1.0, HIST_BINS + 1, dtype=torch.float64)
+"""Gate-score histogram bins over [0, 1]; ``GateScoreStats.hist`` has one count below 0 first
+and one above 1 last (SiLU, identity and additive gates are not bounded to [0, 1])."""
+MAP_HEADS = 4
+MAP_TOKENS = 64
+
+
+def _zero_hist() -> list[int]:
+    return [0] * (HIST_BINS + 2)
+
+
+@dataclass
+class GateScoreStats:
+    """Running sums over gate-score tensors (broadcast shapes count once per stored element)."""
+
+    total: float = 0.0
+    below_001: float = 0.0
+    below_01: float = 0.0
+    count: int = 0
+    hist: list[int] = field(default_factory=_zero_hist)
+    """Counts: [< 0, the ``HIST_BINS`` bins of ``HIST_EDGES`` (the last closed), > 1]."""
+
+    def add(self, scores: Tensor) -> None:
+        s = scores.detach().double().flatten().cpu()
+        self.total += s.sum().item()
+        self.below_001 += (s < 0.01).sum().item()
+        self.below_01 += (s < 0.1).sum().item()
+        self.count += s.numel()
+        inside = s[(s >= 0.0) & (s <= 1.0)]
+        bins = torch.clamp((inside * HIST_BINS).long(), max=HIST_BINS - 1)
+        counts = torch.bincount(bins, minlength=HIST_BINS).tolist()
+        under, over = int((s < 0.0).sum().item()), int((s > 1.0).sum().item())
+        self.hist = [a + b for a, b in zip(self.hist, [under, *counts, over], strict=True)]
+
+    def merged(self, other: GateScoreStats) -> GateScoreStats:
+        return GateScoreStats(self.total + other.total, self.below_001 + other.below_001,
+                              self.below_01 + other.below_01, self.count + other.count,
+                              [a + b for a, b in zip(self.hist, other.hist, strict=True)])
+
+    def as_dict(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        return {"mean": self.total / n, "frac_below_0.01": self.below_001 / n,
+                "frac_below_0.1": self.below_01 / n}
+
+
+@dataclass
+class Internals:
+    """Per-layer measurements; the ``*_mean`` properties average over layers."""
+
+    f_attn: list[float]
+    m_act: list[float]
+    gate_scores: list[GateScoreStats] = field(default_factory=list)
+    attn_maps: Tensor | None = None
+    """(layers, heads, n, n) float32: the first ``MAP_HEADS`` heads' probabilities over the first
+    ``n = min(MAP_TOKENS, T)`` positions of the first measured sequence (rows: queries)."""
+
+    @property
+    def f_attn_mean(self) -> float:
+        return sum(self.f_attn) / len(self.f_attn)
+
+    @property
+    def m_act_mean(self) -> float:
+        return sum(self.m_act) / len(self.m_act)
+
+    def gate_overall(self) -> dict[str, float] | None:
+        if not self.gate_scores:
+            return None
+        total = GateScoreStats()
+        for stats in self.gate_scores:
+            total = total.merged(stats)
+        return total.as_dict()
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metric names for the tracking store."""
+        out: dict[str, float] = {"f_attn": self.f_attn_mean, "m_act": self.m_act_mean}
+        for i, (f, m) in enumerate(zip(self.f_attn, self.m_act, strict=True)):
+            out[f"f_attn.layer{i:02d}"] = f
+            out[f"m_act.layer{i:02d}"] = m
+        for i, stats in enumerate(self.gate_scores):
+            for key, value in stats.as_dict().items():
+                out[f"gate_score.{key}.layer{i:02d}"] = value
+        for key, value in (self.gate_overall() or {}).items():
+            out[f"gate_score.{key}"] = value
+        return out
+
+    def arrays(self) -> dict[str, Any]:
+        """What the metrics cannot hold, as numpy arrays for an ``.npz`` artifact:
+        ``gate_hist`` (gated layers, bins + 2), ``hist_edges``, ``attn_maps``, and the per-layer
+        ``f_attn`` and ``m_act``."""
+        import numpy as np
+
+        out: dict[str, Any] = {
+            "f_attn": np.asarray(self.f_attn), "m_act": np.asarray(self.m_act),
+            "hist_edges": HIST_EDGES.numpy(),
+            "gate_hist": np.asarray([g.hist for g in self.gate_scores], dtype=np.int64
+                                    ).reshape(len(self.gate_scores), HIST_BINS + 2),
+        }
+        if self.attn_maps is not None:
+            out["attn_maps"] = self.attn_maps.numpy()
+        return out
+
+
+@torch.no_grad()
+def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
+    """f_attn, m_act and gate scores of ``model`` over the token batches ``batches``."""
+    n_layers = len(model.blocks)
+    f_sums = [0.0] * n_layers
+    m_max = [0.0] * n_layers
+    gate_stats = [GateScoreStats() for _ in model.gates()]
+    hooks = []
+    for i, block in enumerate(model.blocks):
+        def block_hook(_m: object, _inp: object, out: tuple[Tensor, ...], i: int = i) -> None:
+            m_max[i] = max(m_max[i], max_abs_activation(out[0]))
+        hooks.append(block.register_forward_hook(block_hook))
+    for j, gate in enumerate(model.gates()):
+        def gate_hook(_m: object, _inp: object, out: Tensor, j: int = j) -> None:
+            gate_stats[j].add(out)
+        hooks.append(gate.scores_out.register_forward_hook(gate_hook))
+    was_training = model.training
+    model.eval()
+    maps: Tensor | None = None
+    try:
+        for idx_BT in batches:
+            probs = model(idx_BT, return_probs=True).attn_probs
+            assert probs is not None
+            for i, p in enumerate(probs):
+                f_sums[i] += first_token_attention(p)
+            if maps is None:
+                n = min(MAP_TOKENS, idx_BT.shape[1])
+                maps = torch.stack([p[0, :MAP_HEADS, :n, :n] for p in probs]).float().cpu()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return Internals([f / len(batches) for f in f_sums], m_max, gate_stats, maps)
+
+
+class SpikeDetector:
+    """A loss spike: a step whose loss exceeds the mean of the previous ``window`` losses by
+    more than ``sigma`` of their standard deviations and by at least ``min_nats``.
+
+    The spike score is the sum over spikes of the excess (loss - rolling mean), in nats: it
+    weighs a +8 nat spike like eighty +0.1 ones. Spiking losses do enter the window afterwards.
+    """
+
+    def __init__(self, window: int, sigma: float, min_nats: float):
+        self.window: deque[float] = deque(maxlen=window)
+        self.sigma, self.min_nats = sigma, min_nats
+        self.count = 0
+        self.score = 0.0
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True if it is a spike."""
+        spike = False
+        if len(self.window) == self.window.maxlen and math.isfinite(loss):
+            mean = sum(self.window) / len(self.window)
+            std = math.sqrt(sum((x - mean) ** 2 for x in self.window) / len(self.window))
+            excess = loss - mean
+            if excess > max(self.sigma * std, self.min_nats):
+                spike = True
+                self.count += 1
+                self.score += excess
+        if math.isfinite(loss):
+            self.window.append(loss)
+        return spike
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": list(self.window), "count": self.count, "score": self.score}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.window.clear()
+        self.window.extend(state["window"])
+        self.count = int(state["count"])
+        self.score = float(state["score"])
+
+
+def diverged(loss: float, step: int, warmup: int, first_loss: float, margin: float) -> str | None:
+    """Why the run has diverged at this step, or ``None``: a NaN/Inf loss at any step, or after
+    warmup a loss more than ``margin`` nats above the first step's."""
+    if not math.isfinite(loss):
+        return f"non-finite loss ({loss}) at step {step}"
+    if step >= warmup and loss > first_loss + margin:
+        return (f"loss {loss:.3f} at step {step} is more than {margin} nats above the first "
+                f"step's {first_loss:.3f}")
+    return None

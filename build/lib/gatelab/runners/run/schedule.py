@@ -1,0 +1,13 @@
+"""Learning-rate schedule: linear warmup, then cosine decay to ``min_lr_ratio * lr``."""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Learning rate of optimizer step ``step`` (0-based)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))

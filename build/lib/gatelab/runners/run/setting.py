@@ -1,0 +1,110 @@
+"""A run resolved: the spec, the recipe, the backbone it builds, the data and the numerics it
+uses, and the identity (``gatelab.identity``) of all that.
+
+``resolve_setting`` is the only place that decides which fields of a run are hashed:
+every backbone field after capacity and parameter matching (not the size preset's name), the
+gate or control and the norm placement (not the spec's id), the training fields that change the
+numbers (not ``eval_every``, ``checkpoint_every``, ``compile``), the corpus's *content* hash
+and the tokenizer (not the path), and the numerics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from gatelab.identity import RunIdentity, run_identity
+from gatelab.model.build import resolve_backbone
+from gatelab.registry.backbone import Backbone
+from gatelab.registry.resolve import size_backbone
+from gatelab.registry.schema import VariantSpec, to_plain
+from gatelab.runners.data.corpus import Source, locate_source
+from gatelab.runners.data.tokens import DataConfig
+from gatelab.runners.run.numerics import Numerics
+from gatelab.runners.run.recipe import Recipe
+
+ARCHITECTURE_KEYS = ("gate", "sdpa_control", "norm")
+"""The spec fields a built model reads besides its backbone (capacity and parameter matching
+are already in the backbone)."""
+
+
+@dataclass(frozen=True)
+class RunSetting:
+    spec: VariantSpec
+    recipe: Recipe
+    backbone: Backbone
+    """Resolved at the recipe's size; its ``vocab_size`` is the size preset's until the data
+    sets the tokenizer's (``train``)."""
+    source: Source
+    numerics: Numerics
+    identity: RunIdentity
+
+    @property
+    def run_hash(self) -> str:
+        return self.identity.run_hash
+
+    def data_config(self, cache_dir: Path) -> DataConfig:
+        d = self.recipe.data
+        return DataConfig(source=d.source, text_column=d.text_column, tokenizer=d.tokenizer,
+                          vocab_size=d.vocab_size, cache_dir=str(cache_dir))
+
+
+def training_fields(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's fields that change a run's numbers (the seed is hashed apart)."""
+    r = recipe
+    return {
+        "steps": r.total_steps(), "batch_size": r.batch_size, "seq_len": r.seq_len,
+        "lr": r.lr, "min_lr_ratio": r.min_lr_ratio, "warmup_steps": r.warmup_steps,
+        "optimizer": {"name": "adamw", "weight_decay": r.weight_decay, "beta1": r.beta1,
+                      "beta2": r.beta2, "grad_clip": r.grad_clip},
+        "divergence_margin": r.divergence_margin,
+        "spikes": {"window": r.spike_window, "sigma": r.spike_sigma,
+                   "min_nats": r.spike_min_nats},
+        "measurement": {"eval_batches": r.eval_batches, "measure_batches": r.measure_batches,
+                        "long_context": list(r.long_context)},
+    }
+
+
+def resolve_setting(spec: VariantSpec, recipe: Recipe, numerics: Numerics,
+                    size: str | Backbone | None = None) -> RunSetting:
+    """Everything a run is, and its identity. ``size`` replaces the recipe's size preset (a
+    name or a backbone of one's own, as the sink probe uses)."""
+    size = recipe.size if size is None else size
+    backbone = resolve_backbone(spec, size)
+    source = _located(recipe.data.source, recipe.data.text_column)
+    config = DataConfig(tokenizer=recipe.data.tokenizer, vocab_size=recipe.data.vocab_size)
+    plain = to_plain(spec.architecture)
+    assert isinstance(plain, dict)
+    identity = run_identity(
+        architecture={"backbone": _without_vocab(backbone),
+                      **{k: plain[k] for k in ARCHITECTURE_KEYS}},
+        size=_without_vocab(size_backbone(size)),
+        training=training_fields(recipe),
+        data={"corpus": source.key, "tokenizer": config.tokenizer_key,
+              "window_start": recipe.data.window_start.value},
+        numerics=numerics.as_dict(), seed=recipe.seed)
+    return RunSetting(spec, recipe, backbone, source, numerics, identity)
+
+
+def _without_vocab(backbone: Backbone) -> dict[str, Any]:
+    """A backbone's fields but its vocabulary size, which the tokenizer decides (data part)."""
+    fields = to_plain(backbone)
+    assert isinstance(fields, dict)
+    return {k: v for k, v in fields.items() if k != "vocab_size"}
+
+
+def _located(source: str, text_column: str) -> Source:
+    """``locate_source``, hashed once per process while a file is unchanged (a folder is
+    hashed every time: its own time stamp does not follow its files' contents)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return locate_source(source, text_column)
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+    return _located_at(source, text_column, stamp)
+
+
+@cache
+def _located_at(source: str, text_column: str, stamp: tuple[int, int] | None) -> Source:
+    return locate_source(source, text_column)

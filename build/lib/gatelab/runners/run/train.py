@@ -1,0 +1,369 @@
+"""One training run of one variant: data, model, AdamW loop, measurements, MLflow, checkpoints.
+
+``train(spec, recipe, resources)`` is the whole of it. A run's identity is its setting's hash
+(``setting.py``). A hash already finished or diverged in the tracking store is not trained
+again; an interrupted one resumes from its checkpoint into the same MLflow run. Divergence is a
+result (status ``diverged``), not an exception. ``on_eval`` is called at every evaluation with
+the model and the fixed validation batches, for measurements of one's own (the sink probe).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gatelab.contract import DONE_STATUSES, NO_VALUE, RunStatus, Tag
+from gatelab.identity import IDENTITY_VERSION
+from gatelab.model.build import build_model
+from gatelab.model.transformer import GatedLM
+from gatelab.registry.backbone import Backbone
+from gatelab.registry.schema import VariantSpec, architecture_dict, to_plain
+from gatelab.runners.data.batches import WindowStart, eval_batches, sample_batch, window_starts
+from gatelab.runners.data.tokens import TokenData, bits_per_byte, prepare_data
+from gatelab.runners.run.checkpoint import load_checkpoint, save_checkpoint
+from gatelab.runners.run.measurements import SpikeDetector, diverged, measure_internals
+from gatelab.runners.run.numerics import Numerics
+from gatelab.runners.run.provenance import git_state
+from gatelab.runners.run.recipe import Recipe
+from gatelab.runners.run.resources import Resources
+from gatelab.runners.run.schedule import lr_at
+from gatelab.runners.run.setting import RunSetting, resolve_setting
+from gatelab.runners.run.tracking import RunTracker, flatten
+
+
+@dataclass
+class Progress:
+    """What a progress callback receives after each step."""
+
+    step: int
+    total: int
+    loss: float
+    tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """What an ``on_eval`` callback receives at each evaluation (after the step's update)."""
+
+    step: int
+    total: int
+    train_time_s: float
+    """Seconds spent in training steps so far."""
+    val_loss: float
+    train_losses: tuple[float, ...]
+    """Training losses of the steps since the previous evaluation."""
+    model: GatedLM
+    measure_batches: list[torch.Tensor]
+    """Inputs (B, T) of the fixed validation windows the measurements use."""
+    eot_id: int
+
+
+INTERNALS_ARTIFACT = "internals.npz"
+"""A finished run's gate-score histograms and attention maps (``Internals.arrays``)."""
+IDENTITY_ARTIFACT = "identity.json"
+"""What the run's hash hashes (``RunIdentity.document``)."""
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run: what ``train`` returns and what crosses the Ray boundary."""
+
+    run_id: str | None
+    """``None`` when the run failed before its MLflow run existed."""
+    run_hash: str
+    status: RunStatus
+    summary: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+    """True when the hash had already finished and nothing was trained."""
+    cause: str | None = None
+    """Why a failed run failed."""
+
+    def metric(self, key: str) -> float | None:
+        value = self.summary.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+
+def make_optimizer(model: GatedLM, recipe: Recipe) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices (dim >= 2) only, not on norms and biases."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2))
+
+
+def lm_loss(model: torch.nn.Module, x_BT: torch.Tensor, y_BT: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                     torch.Tensor]:
+    """(cross-entropy in nats, MoE aux loss)."""
+    out = model(x_BT)
+    ce = F.cross_entropy(out.logits.flatten(0, 1).float(), y_BT.flatten())
+    return ce, out.aux_loss
+
+
+@torch.no_grad()
+def evaluate(model: GatedLM, batches: list[tuple[torch.Tensor, torch.Tensor]],
+             device: torch.device, numerics: Numerics) -> float:
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with numerics.autocast():
+        for x, y in batches:
+            total += lm_loss(model, x.to(device), y.to(device))[0].item()
+    model.train(was_training)
+    return total / len(batches)
+
+
+class _Loop:
+    """The state of one run between steps; everything a checkpoint must restore lives here."""
+
+    def __init__(self, setting: RunSetting, size: str | Backbone, resources: Resources,
+                 data: TokenData):
+        self.setting, self.resources, self.data = setting, resources, data
+        self.spec, self.recipe, self.numerics = setting.spec, setting.recipe, setting.numerics
+        recipe = self.recipe
+        self.device = resources.torch_device()
+        torch.manual_seed(recipe.seed)
+        self.model = build_model(self.spec, size, self.device, vocab_size=data.vocab_size,
+                                 kernel=self.numerics.kernel)
+        self.step_fn: torch.nn.Module = (
+            torch.compile(self.model) if recipe.compile else self.model  # type: ignore[assignment]
+        )
+        self.optimizer = make_optimizer(self.model, recipe)
+        self.generator = torch.Generator().manual_seed(recipe.seed)
+        self.spikes = SpikeDetector(recipe.spike_window, recipe.spike_sigma, recipe.spike_min_nats)
+        self.step = 0
+        self.first_loss: float | None = None
+        self.max_grad_norm = 0.0
+        self.train_time_s = 0.0
+        self.tokens_seen = 0
+        self.recent_losses: list[float] = []
+        self.since_eval: list[float] = []
+        self.eot_id = (data.tokenizer.eot_id if recipe.data.window_start is WindowStart.DOCUMENT
+                       else None)
+        """Windows open on this token (``data.window_start: document``); ``None``: anywhere."""
+        self.train_starts = (window_starts(data.train, recipe.seq_len, self.eot_id)
+                             if self.eot_id is not None else None)
+
+    def state(self, run_id: str) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(), "spikes": self.spikes.state_dict(),
+            "step": self.step, "first_loss": self.first_loss, "max_grad_norm": self.max_grad_norm,
+            "train_time_s": self.train_time_s, "tokens_seen": self.tokens_seen,
+            "recent_losses": self.recent_losses, "run_id": run_id,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.spikes.load_state_dict(state["spikes"])
+        self.step, self.first_loss = state["step"], state["first_loss"]
+        self.max_grad_norm, self.train_time_s = state["max_grad_norm"], state["train_time_s"]
+        self.tokens_seen, self.recent_losses = state["tokens_seen"], list(state["recent_losses"])
+
+    def train_step(self, total: int) -> tuple[float, float, float, bool]:
+        """One optimizer step: (loss, lr, gradient norm before clipping, spike?)."""
+        r = self.recipe
+        lr = lr_at(self.step, r.lr, r.warmup_steps, total, r.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = sample_batch(self.data.train, r.batch_size, r.seq_len, self.generator,
+                            self.train_starts)
+        x, y = x.to(self.device), y.to(self.device)
+        with self.numerics.autocast():
+            ce, aux = lm_loss(self.step_fn, x, y)
+        (ce + aux).backward()
+        clip = r.grad_clip if r.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = ce.item()
+        self.step += 1
+        self.tokens_seen += x.numel()
+        if self.first_loss is None:
+            self.first_loss = loss
+        if math.isfinite(grad_norm):
+            self.max_grad_norm = max(self.max_grad_norm, grad_norm)
+        self.recent_losses = (self.recent_losses + [loss])[-20:]
+        self.since_eval.append(loss)
+        return loss, lr, grad_norm, self.spikes.update(loss)
+
+
+def run_tags(setting: RunSetting) -> dict[str, str]:
+    """The tags that say what a run is (``gatelab.contract.Tag``), status aside."""
+    spec, recipe, numerics, ident = (setting.spec, setting.recipe, setting.numerics,
+                                     setting.identity)
+    gate = spec.gate
+    return {
+        Tag.VARIANT: spec.id, Tag.RUN_HASH: ident.run_hash,
+        Tag.SETTING_HASH: ident.setting_hash, Tag.LR_SETTING_HASH: ident.lr_setting_hash,
+        Tag.IDENTITY_VERSION: str(IDENTITY_VERSION),
+        Tag.SIZE: recipe.size, Tag.SEED: str(recipe.seed), Tag.LR: str(recipe.lr),
+        Tag.POSITION: gate.position.value if gate else NO_VALUE,
+        Tag.GRANULARITY: gate.granularity.value if gate else NO_VALUE,
+        Tag.PAPER_ROW: spec.paper_row or NO_VALUE,
+        Tag.DEVICE: numerics.device_type.value, Tag.PRECISION: numerics.precision.value,
+        Tag.KERNEL: numerics.kernel.value, Tag.TORCH_VERSION: torch.__version__,
+    }
+
+
+def train(
+    spec: VariantSpec,
+    recipe: Recipe,
+    resources: Resources | None = None,
+    *,
+    size: str | Backbone | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+    tags: dict[str, str] | None = None,
+) -> RunResult:
+    """Train ``spec`` with ``recipe``; see the module docstring. ``size`` replaces the
+    recipe's size preset (a name, or a backbone of one's own). ``tags`` are added to the
+    MLflow run (a sweep marks its runs with them), also when the hash is already done."""
+    resources = resources or Resources()
+    size = recipe.size if size is None else size
+    setting = resolve_setting(spec, recipe, resources.numerics(), size)
+    rhash = setting.run_hash
+    client, uri = RunTracker.client_for(resources.tracking_uri)
+    found = RunTracker.find(client, resources.experiment, rhash)
+    if found is not None and found.data.tags.get(Tag.STATUS) in DONE_STATUSES:
+        if tags:
+            RunTracker(client, found.info.run_id, uri).set_tags(tags)
+        summary = {k: v for k, v in found.data.metrics.items()}
+        return RunResult(found.info.run_id, rhash, RunStatus(found.data.tags[Tag.STATUS]),
+                         summary, skipped=True)
+
+    if resources.threads:
+        torch.set_num_threads(resources.threads)
+    data = prepare_data(setting.data_config(resources.work_dir / "cache"))
+    loop = _Loop(setting, size, resources, data)
+    ckpt_path = resources.work_dir / "checkpoints" / rhash / "last.pt"
+    saved = load_checkpoint(ckpt_path)
+    if saved is not None:
+        loop.load(saved)
+    resume_id = saved["run_id"] if saved is not None else (found.info.run_id if found else None)
+    tracker = RunTracker.open(client, uri, resources.experiment, f"{spec.id}-{rhash[:8]}",
+                              resume_id)
+    commit, dirty = git_state()
+    config = {"spec": to_plain(spec), "recipe": to_plain(recipe),
+              "backbone": to_plain(loop.model.backbone), "numerics": setting.numerics.as_dict()}
+    tracker.log_params(flatten({"spec": architecture_dict(spec), "recipe": to_plain(recipe),
+                                "backbone": to_plain(loop.model.backbone)}))
+    tracker.set_tags({
+        **run_tags(setting), Tag.STATUS: RunStatus.RUNNING,
+        Tag.GIT_COMMIT: commit, Tag.GIT_DIRTY: str(dirty).lower(), Tag.DATA: data.describe(),
+        **(tags or {}),
+    })
+    if saved is None:
+        tracker.log_json("config.json", config)
+        tracker.log_json(IDENTITY_ARTIFACT, setting.identity.document)
+    try:
+        result = _run_loop(loop, tracker, ckpt_path, on_progress, on_eval)
+    except KeyboardInterrupt:
+        save_checkpoint(ckpt_path, loop.state(tracker.run_id))
+        tracker.close(RunStatus.INTERRUPTED, "KILLED")
+        raise
+    except Exception as err:
+        tracker.set_tags({Tag.FAILURE: f"{type(err).__name__}: {err}"[:5000]})
+        tracker.close(RunStatus.FAILED, "FAILED")
+        raise
+    return result
+
+
+def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
+              on_progress: Callable[[Progress], None] | None,
+              on_eval: Callable[[EvalPoint], None] | None) -> RunResult:
+    r, data, device = loop.recipe, loop.data, loop.device
+    total = r.total_steps()
+    val_batches = eval_batches(data.val, r.batch_size, r.seq_len, r.eval_batches, loop.eot_id)
+    measure = [x.to(device) for x, _ in
+               eval_batches(data.val, r.batch_size, r.seq_len, r.measure_batches, loop.eot_id)]
+    divergence: str | None = None
+    while loop.step < total and divergence is None:
+        t0 = time.perf_counter()
+        loss, lr, grad_norm, spike = loop.train_step(total)
+        loop.train_time_s += time.perf_counter() - t0
+        step = loop.step
+        tokens_per_s = loop.tokens_seen / max(loop.train_time_s, 1e-9)
+        tracker.metrics({"train_loss": loss, "lr": lr, "grad_norm": grad_norm}, step)
+        if spike:
+            tracker.metric("loss_spike", loss, step)
+        assert loop.first_loss is not None
+        divergence = diverged(loss, step, r.warmup_steps, loop.first_loss, r.divergence_margin)
+        if on_progress is not None:
+            on_progress(Progress(step, total, loss, tokens_per_s))
+        if divergence is None and (step % r.eval_every == 0 or step == total):
+            val = evaluate(loop.model, val_batches, device, loop.numerics)
+            tracker.metrics(_val_metrics(val, data.bytes_per_token["val"]), step)
+            if step < total:  # the final step's are part of the final measurements
+                tracker.metrics(_internals_during_training(loop.model, measure), step)
+            if on_eval is not None:
+                on_eval(EvalPoint(step, total, loop.train_time_s, val, tuple(loop.since_eval),
+                                  loop.model, measure, data.tokenizer.eot_id))
+            loop.since_eval = []
+        if divergence is None and step % r.checkpoint_every == 0 and step < total:
+            save_checkpoint(ckpt_path, loop.state(tracker.run_id))
+            tracker.flush()
+    summary = _final_measurements(loop, tracker, divergence, measure)
+    status = RunStatus.DIVERGED if divergence else RunStatus.FINISHED
+    if divergence:
+        tracker.set_tags({Tag.DIVERGED_STEP: str(loop.step), Tag.DIVERGENCE: divergence})
+    tracker.log_json("summary.json", summary)
+    tracker.close(status, "FINISHED")
+    ckpt_path.unlink(missing_ok=True)
+    return RunResult(tracker.run_id, loop.setting.run_hash, status, summary)
+
+
+def _internals_during_training(model: GatedLM, measure: list[torch.Tensor]
+                               ) -> dict[str, float]:
+    """``f_attn`` and ``m_act`` (mean and per layer) at an evaluation step, so their history
+    shows when a sink or a massive activation forms; gate scores only at the end."""
+    metrics = measure_internals(model, measure).metrics()
+    return {k: v for k, v in metrics.items() if k.startswith(("f_attn", "m_act"))}
+
+
+def _val_metrics(val_loss: float, bytes_per_token: float) -> dict[str, float]:
+    return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)),
+            "val_bpb": bits_per_byte(val_loss, bytes_per_token)}
+
+
+def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None,
+                        measure: list[torch.Tensor]) -> dict[str, Any]:
+    """The summary of a run that ended; ``measure``: the fixed batches for the internals."""
+    r, data, step = loop.recipe, loop.data, loop.step
+    summary: dict[str, Any] = {
+        "status": RunStatus.DIVERGED.value if divergence else RunStatus.FINISHED.value,
+        "steps": step,
+        "train_loss_last20": sum(loop.recent_losses) / max(len(loop.recent_losses), 1),
+        "loss_spikes": loop.spikes.count, "spike_score": loop.spikes.score,
+        "max_grad_norm": loop.max_grad_norm,
+        "tokens_per_s": loop.tokens_seen / max(loop.train_time_s, 1e-9),
+        "train_time_s": loop.train_time_s, "params": loop.model.num_params(),
+        "vocab_size": loop.model.backbone.vocab_size,
+        "tokens": loop.tokens_seen,
+    }
+    if divergence:
+        summary.update(diverged_step=step, divergence=divergence)
+    else:
+        for mult in r.long_context:
+            batch = max(1, r.batch_size // mult)
+            batches = eval_batches(data.val, batch, r.seq_len * mult, r.eval_batches,
+                                   loop.eot_id)
+            summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device,
+                                                       loop.numerics)
+        summary.update(_val_metrics(summary[f"val_loss_ctx{r.long_context[0]}x"],
+                                    data.bytes_per_token["val"]))
+        internals = measure_internals(loop.model, measure)
+        summary.update(internals.metrics())
+        tracker.log_arrays(INTERNALS_ARTIFACT, internals.arrays())
+    metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+    tracker.metrics(metrics, step)
+    return summary

@@ -1,0 +1,71 @@
+"""Where a sweep records and how it reaches Ray: resources and places, never identity."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from gatelab.runners.run.numerics import Numerics, resolve_numerics
+from gatelab.runners.run.tracking import RunTracker
+from gatelab.runners.sweep.spec import RunResources
+
+
+@dataclass
+class SweepContext:
+    tracking_uri: str | None
+    """Resolved on construction (``gatelab.contract.resolve_tracking_uri``)."""
+    experiment: str = "gatelab"
+    work_dir: Path = field(default_factory=lambda: Path(".gatelab").resolve())
+    address: str | None = None
+    """A Ray cluster to join; ``None``: ``$RAY_ADDRESS``, else a local Ray started here."""
+    retry_failed: bool = False
+    sweeps_file: Path | None = None
+    """``None``: ``gatelab.shipped.sweeps_file()``."""
+    client: MlflowClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client, self.tracking_uri = RunTracker.client_for(self.tracking_uri)
+
+    @property
+    def uri(self) -> str:
+        assert self.tracking_uri is not None
+        return self.tracking_uri
+
+    @property
+    def joins_cluster(self) -> bool:
+        return (self.address or os.environ.get("RAY_ADDRESS")) is not None
+
+    def numerics(self, resources: RunResources) -> Numerics:
+        """The numerics every run of the sweep trains with: CUDA (bf16, auto kernel) where the
+        cluster has GPUs and the sweep asks for them, else CPU (fp32, SDPA). Decided by the
+        driver, so that the plan's hashes are the ones the workers record."""
+        return resolve_numerics("cuda" if self.has_gpus() and resources.gpus > 0 else "cpu")
+
+    def has_gpus(self) -> bool:
+        if not self.joins_cluster:
+            import torch
+
+            return torch.cuda.is_available()
+        import ray
+
+        connect_ray(self.address)
+        return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def connect_ray(address: str | None) -> None:
+    """Join ``address`` (or ``$RAY_ADDRESS``); else start Ray here, listening on loopback."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address is None:
+        # Single-node mode binds every Ray service to 127.0.0.1; a local session needs no
+        # token (set RAY_AUTH_MODE yourself to use one).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)

@@ -1,0 +1,114 @@
+"""``gatelab sweep NAME``: plan a sweep against the tracking store, run what is left, and
+return typed results (the CLI prints them).
+
+The driver can be killed at any moment: the same command skips what is done and resumes what
+was interrupted, into the same MLflow runs (one run per hash, always). A run that the sweep
+recorded under an identity that no longer matches is ``stale``: it is trained anew under its
+new hash and the old run leaves the sweep (its sweep tag becomes ``stale``), kept in MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from gatelab.contract import (
+    LEFT_SWEEP,
+    TO_TRAIN,
+    PlanState,
+    RunStatus,
+    Tag,
+    parse_status,
+    sweep_tag,
+)
+from gatelab.runners.run.numerics import Numerics
+from gatelab.runners.run.tracking import RunTracker
+from gatelab.runners.run.train import RunResult
+from gatelab.runners.sweep.context import SweepContext
+from gatelab.runners.sweep.execute import SweepObserver, execute
+from gatelab.runners.sweep.lr_search import search_plan
+from gatelab.runners.sweep.plan import (
+    PlannedRun,
+    PlanReport,
+    estimate,
+    expand,
+    make_plan,
+    recorded_runs,
+)
+from gatelab.runners.sweep.spec import Sweep, get_sweep
+
+SUMMARY_KEYS = ("val_loss", "val_bpb", "f_attn", "m_act", "gate_score.mean", "loss_spikes",
+                "max_grad_norm")
+"""The metrics of a sweep's summary rows."""
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One run of a finished sweep, as recorded."""
+
+    variant: str
+    lr: float
+    seed: int
+    run_hash: str
+    status: RunStatus
+    ran_now: bool
+    cause: str | None
+    metrics: dict[str, float | None]
+
+
+def slots(sweep: Sweep) -> int:
+    return max(1, int((os.cpu_count() or 1) // max(sweep.resources.cpus, 1e-9)))
+
+
+def plan_sweep(name: str, ctx: SweepContext, sweep: Sweep | None = None
+               ) -> tuple[list[PlannedRun], Numerics]:
+    sweep = sweep or get_sweep(name, ctx.sweeps_file)
+    numerics = ctx.numerics(sweep.resources)
+    plan = make_plan(expand(sweep), recorded_runs(ctx.client, ctx.experiment), numerics,
+                     ctx.retry_failed, sweep_name=name)
+    return plan, numerics
+
+
+def dry_run(name: str, ctx: SweepContext) -> PlanReport:
+    """The plan (every run with its hash and state), its counts, and the compute estimate."""
+    sweep = get_sweep(name, ctx.sweeps_file)
+    if sweep.search is not None:
+        return search_plan(name, sweep, ctx)
+    plan, numerics = plan_sweep(name, ctx, sweep)
+    recorded = recorded_runs(ctx.client, ctx.experiment)
+    return PlanReport(name, plan, numerics, estimate(plan, recorded, slots(sweep)))
+
+
+def leave_stale(ctx: SweepContext, plan: list[PlannedRun], name: str) -> None:
+    """Take the stale runs out of the sweep (their sweep tag becomes ``stale``)."""
+    for p in plan:
+        if p.state is PlanState.STALE and p.stale_run_id is not None:
+            RunTracker(ctx.client, p.stale_run_id, ctx.uri).set_tags(sweep_tag(name, LEFT_SWEEP))
+
+
+def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
+             numerics: Numerics, observer: SweepObserver | None = None) -> list[SummaryRow]:
+    """Train what the plan has left and return a summary row per planned run."""
+    for p in plan:
+        if p.run_id is not None:
+            RunTracker(ctx.client, p.run_id, ctx.uri).set_tags(sweep_tag(name))
+    leave_stale(ctx, plan, name)
+    todo = [p for p in plan if p.state in TO_TRAIN]
+    results = execute(todo, sweep, ctx, name, numerics, observer) if todo else {}
+    return summary_rows(plan, results, ctx)
+
+
+def summary_rows(plan: list[PlannedRun], results: dict[str, RunResult], ctx: SweepContext
+                 ) -> list[SummaryRow]:
+    recorded = recorded_runs(ctx.client, ctx.experiment)
+    rows = []
+    for p in plan:
+        run = recorded.get(p.run_hash)
+        metrics = dict(run.data.metrics) if run is not None else {}
+        status = (parse_status(run.data.tags.get(Tag.STATUS)) if run is not None
+                  else None) or RunStatus.MISSING
+        result = results.get(p.run_hash)
+        rows.append(SummaryRow(p.spec.id, p.recipe.lr, p.recipe.seed, p.run_hash, status,
+                               p.run_hash in results, result.cause if result else None,
+                               {k: metrics.get(k) for k in SUMMARY_KEYS}))
+    return rows

@@ -1,0 +1,230 @@
+"""Expand a sweep into runs, give each its identity and its state in the tracking store, and
+estimate the compute of what is left.
+
+A run is ``done`` when its hash finished or diverged, ``failed`` when its last attempt failed
+(rerun only with ``--retry-failed``), ``resume`` when it was interrupted or left running by a
+killed driver (it continues from its checkpoint), ``stale`` when the sweep recorded the same
+variant, seed and LR under another identity (it is trained anew), and ``to run`` otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from gatelab.contract import (
+    DONE_STATUSES,
+    IN_SWEEP,
+    SWEEP_TAG_PREFIX,
+    TO_TRAIN,
+    PlanState,
+    RunStatus,
+    Tag,
+    parse_status,
+)
+from gatelab.model.build import count_params
+from gatelab.registry.schema import VariantSpec
+from gatelab.runners.run.numerics import Numerics
+from gatelab.runners.run.recipe import Recipe, load_recipe
+from gatelab.runners.run.setting import RunSetting, resolve_setting
+from gatelab.runners.sweep.spec import Sweep, selected_variants
+
+TINY_CPU_TOKENS_PER_S = 6_000.0
+"""Tokens/s of one tiny run on one CPU thread, used when the store has no measured runs."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    setting: RunSetting
+    state: PlanState
+    run_id: str | None = None
+    """The MLflow run recorded for this hash, if any."""
+    status: RunStatus | None = None
+    """The gatelab status recorded for the hash, if any."""
+    stale_run_id: str | None = None
+    """For ``stale``: the run the sweep recorded for this variant, seed and LR under an
+    identity that no longer matches."""
+
+    @property
+    def spec(self) -> VariantSpec:
+        return self.setting.spec
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.setting.recipe
+
+    @property
+    def run_hash(self) -> str:
+        return self.setting.run_hash
+
+    @property
+    def tokens(self) -> int:
+        r = self.recipe
+        return r.total_steps() * r.batch_size * r.seq_len
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"variant": self.spec.id, "lr": self.recipe.lr, "seed": self.recipe.seed,
+                "hash": self.run_hash, "state": self.state.value,
+                "status": self.status.value if self.status else None, "run_id": self.run_id,
+                "stale_run_id": self.stale_run_id, "tokens": self.tokens,
+                "numerics": self.setting.numerics.as_dict()}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    runs_left: int
+    tokens: int
+    flops: float
+    seconds_serial: float
+    seconds_estimate: float
+    throughput_source: str
+    """``measured`` (median tokens/s of recorded runs of the same size) or ``default``."""
+    parallel_slots: int
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """What ``--dry-run`` shows."""
+
+    sweep: str
+    runs: list[PlannedRun]
+    numerics: Numerics
+    estimate: Estimate | None
+    notes: list[str] = field(default_factory=list)
+    trials_left: int | None = None
+    """For a search sweep: Optuna trials still to run."""
+    storage: str | None = None
+    """For a search sweep: the Optuna storage URL."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = dict(Counter(p.state.value for p in self.runs))
+        if self.trials_left is not None:
+            counts["trials left"] = self.trials_left
+        return counts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sweep": self.sweep, "runs": [p.as_dict() for p in self.runs],
+                "counts": self.counts, "numerics": self.numerics.as_dict(),
+                "estimate": vars(self.estimate) if self.estimate else None,
+                "notes": self.notes, "storage": self.storage}
+
+
+def expand(sweep: Sweep, lr: float | None = None) -> list[tuple[VariantSpec, Recipe]]:
+    """Every (variant, recipe) of a grid sweep, in a stable order; ``lr`` fixes one LR."""
+    lrs: list[float | None] = [lr] if lr is not None else (list(sweep.lrs) or [None])
+    out = []
+    for spec in selected_variants(sweep):
+        for one_lr in lrs:
+            for seed in sweep.seeds:
+                overrides = {**sweep.overrides, "seed": seed}
+                if one_lr is not None:
+                    overrides["lr"] = one_lr
+                out.append((spec, load_recipe(sweep.recipe, overrides)))
+    return out
+
+
+def recorded_runs(client: MlflowClient, experiment: str) -> dict[str, Any]:
+    """The newest MLflow run of every hash in ``experiment``, by hash (one query per 1000)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    runs: dict[str, Any] = {}
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        for run in page:
+            if Tag.RUN_HASH in run.data.tags:
+                runs[run.data.tags[Tag.RUN_HASH]] = run
+        token = page.token
+        if not token:
+            return runs
+
+
+def status_of(run: Any | None) -> RunStatus | None:
+    return parse_status(run.data.tags.get(Tag.STATUS)) if run is not None else None
+
+
+def state_of(run: Any | None, retry_failed: bool) -> PlanState:
+    status = status_of(run)
+    if status in DONE_STATUSES:
+        return PlanState.DONE
+    if status is RunStatus.FAILED:
+        return PlanState.TO_RUN if retry_failed else PlanState.FAILED
+    if status in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
+        return PlanState.RESUME
+    return PlanState.TO_RUN
+
+
+def _sweep_members(recorded: dict[str, Any], sweep_name: str
+                   ) -> dict[tuple[str, str, str], Any]:
+    """The sweep's recorded runs by (variant, seed, lr) tags: what a name-based plan would
+    have called the same run."""
+    key = f"{SWEEP_TAG_PREFIX}{sweep_name}"
+    members = {}
+    for run in recorded.values():
+        tags = run.data.tags
+        if tags.get(key) == IN_SWEEP:
+            members[(tags.get(Tag.VARIANT, ""), tags.get(Tag.SEED, ""), tags.get(Tag.LR, ""))] = run
+    return members
+
+
+def make_plan(pairs: list[tuple[VariantSpec, Recipe]], recorded: dict[str, Any],
+              numerics: Numerics, retry_failed: bool = False, sweep_name: str | None = None
+              ) -> list[PlannedRun]:
+    """One ``PlannedRun`` per distinct hash, in order. With ``sweep_name``, a run that the
+    sweep recorded under another identity makes its new hash ``stale``."""
+    members = _sweep_members(recorded, sweep_name) if sweep_name else {}
+    plan: list[PlannedRun] = []
+    seen: set[str] = set()
+    for spec, recipe in pairs:
+        setting = resolve_setting(spec, recipe, numerics)
+        h = setting.run_hash
+        if h in seen:
+            continue
+        seen.add(h)
+        run = recorded.get(h)
+        state = state_of(run, retry_failed)
+        stale = members.get((spec.id, str(recipe.seed), str(recipe.lr)))
+        stale_id = None
+        if run is None and stale is not None and stale.data.tags.get(Tag.RUN_HASH) != h:
+            state, stale_id = PlanState.STALE, stale.info.run_id
+        plan.append(PlannedRun(setting, state, run.info.run_id if run else None,
+                               status_of(run), stale_id))
+    return plan
+
+
+def measured_tokens_per_s(recorded: dict[str, Any]) -> dict[str, float]:
+    """Median training throughput of finished runs, by size preset."""
+    by_size: dict[str, list[float]] = {}
+    for run in recorded.values():
+        tps = run.data.metrics.get("tokens_per_s")
+        size = run.data.tags.get(Tag.SIZE)
+        if tps and size:
+            by_size.setdefault(size, []).append(tps)
+    return {size: sorted(v)[len(v) // 2] for size, v in by_size.items()}
+
+
+def estimate(plan: list[PlannedRun], recorded: dict[str, Any], parallel: int | None = None
+             ) -> Estimate:
+    """Tokens, FLOPs (6 x params x tokens, plus attention) and time of the runs left to do."""
+    left = [p for p in plan if p.state in TO_TRAIN]
+    throughput = measured_tokens_per_s(recorded)
+    tokens = sum(p.tokens for p in left)
+    flops = 0.0
+    seconds = 0.0
+    for p in left:
+        n = count_params(p.spec, p.recipe.size)
+        bb = p.setting.backbone
+        attention = 6 * bb.n_layers * p.recipe.seq_len * bb.n_heads * bb.head_dim
+        flops += (6 * n + attention) * p.tokens
+        tps = throughput.get(p.recipe.size, TINY_CPU_TOKENS_PER_S)
+        seconds += p.tokens / tps
+    slots = parallel or max(1, os.cpu_count() or 1)
+    return Estimate(len(left), tokens, flops, seconds, seconds / min(slots, max(len(left), 1)),
+                    "measured" if throughput else "default", slots)

@@ -1,0 +1,66 @@
+"""What runs inside Ray: one gatelab run as a task, and an actor that collects live progress.
+
+Each task asks for CPUs (and a GPU fraction only where the cluster has GPUs: a GPU request on a
+GPU-less node would wait forever) and is never retried by Ray: a crashed run is recorded as
+``failed`` by the driver and rerun only on request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from gatelab.registry.schema import VariantSpec
+from gatelab.runners.run.recipe import Recipe
+from gatelab.runners.run.resources import Resources
+from gatelab.runners.run.train import Progress, RunResult, train
+from gatelab.runners.sweep.spec import RunResources
+
+
+@ray.remote(num_cpus=0)
+class ProgressBoard:
+    """The latest (step, total, loss) of every running run, by hash."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[int, int, float]] = {}
+
+    def report(self, run_hash: str, step: int, total: int, loss: float) -> None:
+        self.latest[run_hash] = (step, total, loss)
+
+    def snapshot(self) -> dict[str, tuple[int, int, float]]:
+        return dict(self.latest)
+
+
+@dataclass
+class _Reporter:
+    """A picklable progress callback that tells the board at most every ``every_s`` seconds."""
+
+    board: Any
+    run_hash: str
+    every_s: float = 1.0
+    last: float = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every_s or p.step == p.total:
+            self.last = now
+            self.board.report.remote(self.run_hash, p.step, p.total, p.loss)
+
+
+@ray.remote(max_retries=0)
+def train_task(spec: VariantSpec, recipe: Recipe, resources: Resources, board: Any,
+               run_hash: str, tags: dict[str, str]) -> RunResult:
+    """One run; a result whose hash differs from the planned one means the worker resolved
+    other numerics or data than the driver (the driver reports it)."""
+    return train(spec, recipe, resources, on_progress=_Reporter(board, run_hash), tags=tags)
+
+
+def task_options(res: RunResources, cluster_has_gpus: bool) -> dict[str, Any]:
+    """Ray resource requests for one run; no GPU request where the cluster has none."""
+    options: dict[str, Any] = {"num_cpus": res.cpus}
+    if cluster_has_gpus and res.gpus > 0:
+        options["num_gpus"] = res.gpus
+    return options

@@ -1,0 +1,65 @@
+"""Where gatelab finds its YAML: the user's own folders and files first, then the copies that
+ship with gatelab (package data, read through ``importlib.resources``).
+
+Search order, for each kind:
+
+- variant specs: the folders in ``$GATELAB_ABLATIONS`` (``--ablations``; several joined by
+  ``os.pathsep``), then ``./ablations``, then the shipped ``gatelab.ablations``; an id found
+  in an earlier folder hides the same id later;
+- recipes: ``$GATELAB_RECIPES`` (``--recipes``), then ``./recipes``, then the shipped ones;
+- the sweeps file: ``--sweeps FILE``, else ``$GATELAB_SWEEPS``, else ``./sweeps.yaml``, else
+  the shipped ``sweeps.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+ABLATIONS_ENV = "GATELAB_ABLATIONS"
+RECIPES_ENV = "GATELAB_RECIPES"
+SWEEPS_ENV = "GATELAB_SWEEPS"
+
+
+def shipped_ablations() -> Path:
+    """The variant specs that ship with gatelab."""
+    return Path(str(files("gatelab.ablations")))
+
+
+def shipped_recipes() -> Path:
+    return Path(str(files("gatelab.recipes")))
+
+
+def shipped_sweeps() -> Path:
+    return Path(str(files("gatelab").joinpath("sweeps.yaml")))
+
+
+def _folders(env: str, local: str, shipped: Path) -> tuple[Path, ...]:
+    given = [Path(p) for p in os.environ.get(env, "").split(os.pathsep) if p]
+    candidates = [*given, Path.cwd() / local, shipped]
+    out: list[Path] = []
+    for folder in candidates:
+        resolved = folder.resolve()
+        if resolved.is_dir() and resolved not in out:
+            out.append(resolved)
+    return tuple(out)
+
+
+def ablation_folders() -> tuple[Path, ...]:
+    """Folders searched for variant specs, in order (see the module docstring)."""
+    return _folders(ABLATIONS_ENV, "ablations", shipped_ablations())
+
+
+def recipe_folders() -> tuple[Path, ...]:
+    return _folders(RECIPES_ENV, "recipes", shipped_recipes())
+
+
+def sweeps_file(given: str | Path | None = None) -> Path:
+    """The sweeps file to read (see the module docstring)."""
+    if given is not None:
+        return Path(given).resolve()
+    if os.environ.get(SWEEPS_ENV):
+        return Path(os.environ[SWEEPS_ENV]).resolve()
+    local = Path.cwd() / "sweeps.yaml"
+    return local.resolve() if local.is_file() else shipped_sweeps()

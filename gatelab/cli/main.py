@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.cli.live_view import TrainBar
     from gatelab.cli.train_summary import format_summary
     from gatelab.registry.loader import load_variant
+    from gatelab.runners.run.lease import LeaseOwner
     from gatelab.runners.run.recipe import load_recipe
     from gatelab.runners.run.resources import Resources
     from gatelab.runners.run.train import train
@@ -98,8 +100,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                           threads=args.threads, tracking_uri=args.tracking_uri,
                           experiment=args.experiment, work_dir=Path(args.work_dir))
     resources.numerics()  # an impossible device or kernel fails before anything starts
+    def waiting(owner: LeaseOwner) -> None:
+        _say(f"gatelab train: this run is being trained by {owner.describe()}; waiting for it "
+             "(its result is shown when it ends; Ctrl-C leaves it alone)")
+
     with TrainBar(spec.id, enabled=not args.no_progress) as bar:
-        result = train(spec, recipe, resources, on_progress=bar.update)
+        result = train(spec, recipe, resources, on_progress=bar.update, on_wait=waiting)
     print(format_summary(spec.id, result))
     return 0 if result.status in DONE_STATUSES else 1
 
@@ -295,13 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.ablations:
-        import os
-
         from gatelab.shipped import ABLATIONS_ENV
 
         os.environ[ABLATIONS_ENV] = os.pathsep.join(str(Path(d).resolve())
                                                     for d in args.ablations)
-    # MLflow announces every SQLite schema set-up at INFO; users need only its warnings.
+    # MLflow announces every SQLite schema set-up at INFO; users need only its warnings. Its
+    # loggers read this at import (which comes later), as do the Ray workers started here.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

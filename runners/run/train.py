@@ -28,6 +28,7 @@ from gatelab.registry.schema import VariantSpec, architecture_dict, to_plain
 from gatelab.runners.data.batches import WindowStart, eval_batches, sample_batch, window_starts
 from gatelab.runners.data.tokens import TokenData, bits_per_byte, prepare_data
 from gatelab.runners.run.checkpoint import load_checkpoint, save_checkpoint
+from gatelab.runners.run.lease import Lease, LeaseOwner
 from gatelab.runners.run.measurements import SpikeDetector, diverged, measure_internals
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.provenance import git_state
@@ -223,24 +224,49 @@ def train(
     size: str | Backbone | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_eval: Callable[[EvalPoint], None] | None = None,
+    on_wait: Callable[[LeaseOwner], None] | None = None,
     tags: dict[str, str] | None = None,
 ) -> RunResult:
     """Train ``spec`` with ``recipe``; see the module docstring. ``size`` replaces the
     recipe's size preset (a name, or a backbone of one's own). ``tags`` are added to the
-    MLflow run (a sweep marks its runs with them), also when the hash is already done."""
+    MLflow run (a sweep marks its runs with them), also when the hash is already done.
+    Another process training the same hash holds its lease (``lease.py``): this call waits
+    for it (``on_wait`` is told who it is), then returns its result or resumes its run."""
     resources = resources or Resources()
     size = recipe.size if size is None else size
     setting = resolve_setting(spec, recipe, resources.numerics(), size)
-    rhash = setting.run_hash
     client, uri = RunTracker.client_for(resources.tracking_uri)
-    found = RunTracker.find(client, resources.experiment, rhash)
-    if found is not None and found.data.tags.get(Tag.STATUS) in DONE_STATUSES:
-        if tags:
-            RunTracker(client, found.info.run_id, uri).set_tags(tags)
-        summary = {k: v for k, v in found.data.metrics.items()}
-        return RunResult(found.info.run_id, rhash, RunStatus(found.data.tags[Tag.STATUS]),
-                         summary, skipped=True)
+    done = _recorded(client, uri, resources.experiment, setting.run_hash, tags)
+    if done is not None:
+        return done
+    with Lease(resources.work_dir, setting.run_hash).acquire(on_wait):
+        # Another process may have finished this hash while we waited for its lease.
+        done = _recorded(client, uri, resources.experiment, setting.run_hash, tags)
+        if done is not None:
+            return done
+        return _train_leased(setting, size, resources, client, uri, on_progress, on_eval, tags)
 
+
+def _recorded(client: Any, uri: str, experiment: str, rhash: str,
+              tags: dict[str, str] | None) -> RunResult | None:
+    """The recorded result of a hash that finished or diverged, else ``None``."""
+    found = RunTracker.find(client, experiment, rhash)
+    if found is None or found.data.tags.get(Tag.STATUS) not in DONE_STATUSES:
+        return None
+    if tags:
+        RunTracker(client, found.info.run_id, uri).set_tags(tags)
+    summary = {k: v for k, v in found.data.metrics.items()}
+    return RunResult(found.info.run_id, rhash, RunStatus(found.data.tags[Tag.STATUS]),
+                     summary, skipped=True)
+
+
+def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resources,
+                  client: Any, uri: str, on_progress: Callable[[Progress], None] | None,
+                  on_eval: Callable[[EvalPoint], None] | None,
+                  tags: dict[str, str] | None) -> RunResult:
+    """Train (or resume) a hash this process holds the lease of."""
+    spec, recipe, rhash = setting.spec, setting.recipe, setting.run_hash
+    found = RunTracker.find(client, resources.experiment, rhash)
     if resources.threads:
         torch.set_num_threads(resources.threads)
     data = prepare_data(setting.data_config(resources.work_dir / "cache"))

@@ -33,11 +33,11 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
             numerics: Numerics, observer: SweepObserver | None = None,
             board: Any = None) -> dict[str, RunResult]:
     """Submit each run as a Ray task and follow them; results by planned hash."""
+    connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
     import ray
 
     from gatelab.runners.sweep.ray_tasks import ProgressBoard, task_options, train_task
 
-    connect_ray(ctx.address)
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     options = task_options(sweep.resources, has_gpus)
     threads = sweep.resources.threads or max(1, int(sweep.resources.cpus))

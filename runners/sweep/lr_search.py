@@ -109,13 +109,13 @@ def search_plan(name: str, sweep: Sweep, ctx: SweepContext) -> PlanReport:
 def run_search(name: str, sweep: Sweep, ctx: SweepContext,
                observer: SweepObserver | None = None) -> list[SearchRow]:
     """Run each variant's study to ``trials`` complete trials; return a row per study."""
+    connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
     from gatelab.runners.sweep.ray_tasks import ProgressBoard
 
     search = sweep.search
     assert search is not None
     storage = storage_url(ctx.uri, ctx.work_dir)
     numerics = ctx.numerics(sweep.resources)
-    connect_ray(ctx.address)
     board = ProgressBoard.remote()  # type: ignore[attr-defined]
     rows = []
     for spec in selected_variants(sweep):

@@ -184,11 +184,38 @@ def _train_workers() -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if "ray::train_task" in line]
 
 
+def process_tree(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = (int(v) for v in line.split())
+        children.setdefault(parent, []).append(child)
+    tree, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return tree
+
+
+def listening_addresses(pids: set[int]) -> list[str]:
+    """Local addresses of the TCP sockets these processes listen on (``ss``, read locally)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    return [line.split()[3] for line in out.splitlines()
+            if any(f"pid={pid}," in line for pid in pids)]
+
+
 def test_a_killed_worker_fails_its_run_and_the_others_finish(place: dict[str, str]) -> None:
     driver = start_cli(place, "sweep", "long")
     wait_for(lambda: len(_train_workers()) >= 1 and any(
         v == "running" for v in statuses_or_empty(place["uri"]).values()), 240,
         "a running train task")
+    # While it runs: the local Ray (GCS, raylet, workers, agents) listens on loopback only.
+    addresses = listening_addresses(process_tree(driver.pid))
+    assert len(addresses) >= 4, addresses
+    hosts = {a.rsplit(":", 1)[0] for a in addresses}
+    assert hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}, addresses
     victim = _train_workers()[0]
     os.kill(victim, signal.SIGKILL)
     assert driver.wait(timeout=600) == 1

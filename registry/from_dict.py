@@ -1,20 +1,83 @@
-"""Turn plain YAML data into the frozen dataclasses of ``registry/schema.py``.
+"""Turn plain YAML data into frozen dataclasses (the spec schema, recipes, sweeps).
 
 Every mistake becomes a ``Problem`` naming the dotted field, the bad value, and what is allowed;
-all problems of a file are collected before anything is reported.
+all problems of a file are collected before anything is reported. Every number read must be
+finite (no ``.nan``, ``.inf``); a field declared with ``bounded`` must also lie in its
+``Bound``, which is checked here, where the field is read (for a tuple: each item).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from gatelab.registry.errors import Problem, closest
 
 _MISSING = object()
+_T = TypeVar("_T")
+
+BOUND_KEY = "gatelab.bound"
+"""The key of a field's ``Bound`` in its ``dataclasses.field`` metadata."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a number: at most one lower (``ge``/``gt``) and one upper
+    (``le``/``lt``) limit. ``str()`` is how errors and docstrings state it (``> 0 and <= 10``)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ge is not None and self.gt is not None:
+            raise TypeError("a Bound takes ge or gt, not both")
+        if self.le is not None and self.lt is not None:
+            raise TypeError("a Bound takes le or lt, not both")
+
+    def allows(self, value: float) -> bool:
+        """Whether ``value`` (a finite number) lies in the range."""
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le)
+                and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        limits = [f"{op} {_number(v)}" for op, v in
+                  ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                  if v is not None]
+        return " and ".join(limits) or "any finite number"
+
+
+def bounded(default: _T, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> _T:
+    """A dataclass field with ``default`` whose value ``from_dict`` checks against
+    ``Bound(ge=..., gt=..., le=..., lt=...)`` (each item of a tuple; ``None`` is not checked).
+    State the same bound in the field's docstring: tests compare the two."""
+    return dataclasses.field(default=default,
+                             metadata={BOUND_KEY: Bound(ge=ge, gt=gt, le=le, lt=lt)})
+
+
+def bound_of(cls: type, name: str) -> Bound | None:
+    """The ``Bound`` of field ``name`` of the dataclass ``cls``, ``None`` if it has none."""
+    (f,) = (f for f in dataclasses.fields(cls) if f.name == name)
+    bound = f.metadata.get(BOUND_KEY)
+    return bound if isinstance(bound, Bound) else None
+
+
+def check_number(value: float, bound: Bound | None, path: str) -> Problem | None:
+    """The problem with a number read at ``path``: not finite, or outside ``bound``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        allowed = f"must be {bound}" if bound is not None else "expected a finite number"
+        return Problem(path, f"{value!r} is not a finite number; {allowed}")
+    if bound is not None and not bound.allows(value):
+        return Problem(path, f"{value!r} is out of range: must be {bound}")
+    return None
 
 
 def from_dict(cls: type, data: object, problems: list[Problem], path: str = "") -> Any:
@@ -22,7 +85,8 @@ def from_dict(cls: type, data: object, problems: list[Problem], path: str = "") 
     return _convert(cls, data, problems, path)
 
 
-def _convert(tp: Any, value: object, problems: list[Problem], path: str) -> Any:
+def _convert(tp: Any, value: object, problems: list[Problem], path: str,
+             bound: Bound | None = None) -> Any:
     if tp is Any:
         return value
     origin = typing.get_origin(tp)
@@ -31,7 +95,7 @@ def _convert(tp: Any, value: object, problems: list[Problem], path: str) -> Any:
         if value is None:
             return None
         (inner,) = args
-        return _convert(inner, value, problems, path)
+        return _convert(inner, value, problems, path, bound)
     if value is None:
         problems.append(Problem(path, f"must not be null; expected {_describe(tp)}"))
         return None
@@ -51,7 +115,8 @@ def _convert(tp: Any, value: object, problems: list[Problem], path: str) -> Any:
         if not isinstance(value, list | tuple):
             problems.append(Problem(path, f"expected a list, got {_show(value)}"))
             return None
-        return tuple(_convert(item_tp, v, problems, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(item_tp, v, problems, f"{path}[{i}]", bound)
+                     for i, v in enumerate(value))
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -62,7 +127,7 @@ def _convert(tp: Any, value: object, problems: list[Problem], path: str) -> Any:
             _convert(val_tp, v, problems, f"{path}.{k}")
             for k, v in value.items()
         }
-    return _convert_scalar(tp, value, problems, path)
+    return _convert_scalar(tp, value, problems, path, bound)
 
 
 def _convert_dataclass(cls: Any, value: object, problems: list[Problem], path: str) -> Any:
@@ -94,21 +159,25 @@ def _convert_dataclass(cls: Any, value: object, problems: list[Problem], path: s
                 ok = False
             continue
         before = len(problems)
-        kwargs[name] = _convert(hints[name], raw, problems, f"{prefix}{name}")
+        bound = f.metadata.get(BOUND_KEY)
+        kwargs[name] = _convert(hints[name], raw, problems, f"{prefix}{name}", bound)
         ok = ok and len(problems) == before
     return cls(**kwargs) if ok else None
 
 
-def _convert_scalar(tp: Any, value: object, problems: list[Problem], path: str) -> Any:
+def _convert_scalar(tp: Any, value: object, problems: list[Problem], path: str,
+                    bound: Bound | None) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+    elif tp is int or tp is float:
+        number = int if tp is int else int | float
+        if isinstance(value, number) and not isinstance(value, bool):
+            problem = check_number(value, bound, path)
+            if problem is not None:
+                problems.append(problem)
+                return None
+            return value if tp is int else float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -116,6 +185,10 @@ def _convert_scalar(tp: Any, value: object, problems: list[Problem], path: str) 
         raise TypeError(f"schema type {tp!r} at {path} is not supported by from_dict")
     problems.append(Problem(path, f"expected {_describe(tp)}, got {_show(value)}"))
     return None
+
+
+def _number(value: float) -> str:
+    return f"{value:_}" if isinstance(value, int) else repr(value)
 
 
 def _describe(tp: Any) -> str:

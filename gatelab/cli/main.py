@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gatelab.cli.format import human_count, table
-from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN, RunStatus
+from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -116,6 +116,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from gatelab.runners.sweep.context import SweepContext
     from gatelab.runners.sweep.driver import dry_run, plan_sweep, run_plan
     from gatelab.runners.sweep.lr_search import run_search
+    from gatelab.runners.sweep.plan import plan_notes
     from gatelab.runners.sweep.spec import get_sweep
     from gatelab.shipped import sweeps_file
 
@@ -137,6 +138,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         todo = [p for p in plan if p.state in TO_TRAIN]
         _say(f"sweep {args.name}: {len(plan)} runs, {len(plan) - len(todo)} already "
              f"recorded, {len(todo)} to run")
+        for note in plan_notes(plan):
+            _say(note)
         if not todo:
             _say("nothing to run: every run of this sweep is already recorded")
         view = LiveView(todo, enabled=not args.no_progress)
@@ -145,7 +148,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         finally:
             view.close()
         print(format_summary(args.name, summary))
-        failed = any(r.status is RunStatus.FAILED for r in summary)
+        failed = any(r.status not in DONE_STATUSES for r in summary)
     where = ctx.uri
     print(f"\nResults: MLflow store {where}, experiment {args.experiment!r}, runs tagged "
           f"{SWEEP_TAG_PREFIX}{args.name}=1.")
@@ -309,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     # loggers read this at import (which comes later), as do the Ray workers started here.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # What gatelab's packages report on the way (a checkpoint moved aside, ...): one line each.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"gatelab {args.command}: %(message)s"))
+    logging.getLogger("gatelab").addHandler(handler)
+    logging.getLogger("gatelab").setLevel(logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

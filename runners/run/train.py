@@ -267,17 +267,25 @@ def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resource
     """Train (or resume) a hash this process holds the lease of."""
     spec, recipe, rhash = setting.spec, setting.recipe, setting.run_hash
     found = RunTracker.find(client, resources.experiment, rhash)
-    if resources.threads:
-        torch.set_num_threads(resources.threads)
-    data = prepare_data(setting.data_config(resources.work_dir / "cache"))
-    loop = _Loop(setting, size, resources, data)
+    run_name = f"{spec.id}-{rhash[:8]}"
     ckpt_path = resources.work_dir / "checkpoints" / rhash / "last.pt"
-    saved = load_checkpoint(ckpt_path)
-    if saved is not None:
-        loop.load(saved)
+    try:
+        if resources.threads:
+            torch.set_num_threads(resources.threads)
+        data = prepare_data(setting.data_config(resources.work_dir / "cache"))
+        loop = _Loop(setting, size, resources, data)
+        saved = load_checkpoint(ckpt_path)
+        if saved is not None:
+            loop.load(saved)
+    except Exception as err:  # before its MLflow run was opened: record it failed all the same
+        failed = RunTracker.open(client, uri, resources.experiment, run_name,
+                                 found.info.run_id if found else None)
+        failed.set_tags({**run_tags(setting), **(tags or {}),
+                         Tag.FAILURE: f"{type(err).__name__}: {err}"[:5000]})
+        failed.close(RunStatus.FAILED, "FAILED")
+        raise
     resume_id = saved["run_id"] if saved is not None else (found.info.run_id if found else None)
-    tracker = RunTracker.open(client, uri, resources.experiment, f"{spec.id}-{rhash[:8]}",
-                              resume_id)
+    tracker = RunTracker.open(client, uri, resources.experiment, run_name, resume_id)
     commit, dirty = git_state()
     config = {"spec": to_plain(spec), "recipe": to_plain(recipe),
               "backbone": to_plain(loop.model.backbone), "numerics": setting.numerics.as_dict()}

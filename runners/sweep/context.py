@@ -63,6 +63,25 @@ local Ray listen on the machine's address (reachable from the network, without
 authentication unless ``RAY_AUTH_MODE`` says otherwise)."""
 
 
+class UnschedulableError(ValueError):
+    """A run asks for more than any node of the cluster has: it would wait forever."""
+
+
+def check_schedulable(resources: RunResources, sweep_name: str) -> None:
+    """Refuse a sweep whose runs ask for more CPUs than the largest live node has."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    largest = max((n.get("Resources", {}).get("CPU", 0.0) for n in nodes), default=0.0)
+    if resources.cpus > largest:
+        total = sum(n.get("Resources", {}).get("CPU", 0.0) for n in nodes)
+        raise UnschedulableError(
+            f"sweep {sweep_name}: each run asks for {resources.cpus:g} CPUs (resources.cpus), "
+            f"but the largest node of the Ray cluster has {largest:g} ({len(nodes)} node(s), "
+            f"{total:g} CPUs in all): no run could ever start. Lower resources.cpus in the "
+            "sweep, or add a node with more CPUs")
+
+
 class RayExposedError(RuntimeError):
     """A local Ray would have listened beyond loopback."""
 

@@ -18,7 +18,7 @@ from gatelab.contract import RunStatus
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.train import RunResult
-from gatelab.runners.sweep.context import SweepContext, connect_ray
+from gatelab.runners.sweep.context import SweepContext, check_schedulable, connect_ray
 from gatelab.runners.sweep.execute import SweepObserver, execute
 from gatelab.runners.sweep.plan import PlannedRun, PlanReport, make_plan, recorded_runs
 from gatelab.runners.sweep.spec import OptunaSearch, Sweep, selected_variants
@@ -110,6 +110,7 @@ def run_search(name: str, sweep: Sweep, ctx: SweepContext,
                observer: SweepObserver | None = None) -> list[SearchRow]:
     """Run each variant's study to ``trials`` complete trials; return a row per study."""
     connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
+    check_schedulable(sweep.resources, name)
     from gatelab.runners.sweep.ray_tasks import ProgressBoard
 
     search = sweep.search

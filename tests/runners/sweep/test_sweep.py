@@ -37,6 +37,25 @@ long:
   recipe: tiny
   overrides: {SHORT % 150}
   seeds: [0]
+empty-corpus:
+  description: a run that fails before its MLflow run would exist
+  variants: [baseline]
+  recipe: tiny
+  overrides: {{steps: 20, data.source: EMPTY}}
+  seeds: [0]
+greedy:
+  description: runs that ask for more CPUs than any node has
+  variants: [baseline]
+  recipe: tiny
+  overrides: {SHORT % 20}
+  seeds: [0]
+  resources: {{cpus: 64}}
+missing-corpus:
+  description: a corpus that does not exist
+  variants: [baseline]
+  recipe: tiny
+  overrides: {{steps: 20, data.source: /no/such/corpus.txt}}
+  seeds: [0]
 search:
   description: a few Optuna trials
   variants: [baseline]
@@ -51,7 +70,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture()
 def place(tmp_path: Path) -> dict[str, str]:
     sweeps = tmp_path / "sweeps.yaml"
-    sweeps.write_text(SWEEPS)
+    (tmp_path / "empty.txt").write_text("\n\n")
+    sweeps.write_text(SWEEPS.replace("EMPTY", str(tmp_path / "empty.txt")))
     return {"sweeps": str(sweeps), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "work": str(tmp_path / "work"), "tmp": str(tmp_path)}
 
@@ -157,6 +177,39 @@ def test_a_sweep_run_twice_runs_nothing_the_second_time_and_an_old_identity_is_s
     assert [r["state"] for r in plan_json(place, "mini")["runs"]] == ["done", "done"]
 
 
+def test_two_drivers_on_one_sweep_train_each_hash_once(place: dict[str, str]) -> None:
+    drivers = [subprocess.Popen(gatelab_args(place, "sweep", "mini"), cwd=REPO, env=ray_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outs = [d.communicate(timeout=600) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], [o[1][-2000:] for o in outs]
+    assert set(runs_by_hash(place["uri"]).values()) == {1}  # one MLflow run per hash
+    assert set(statuses(place["uri"]).values()) == {"finished"}
+    client = MlflowClient(place["uri"])
+    for run in client.search_runs([client.get_experiment_by_name("gatelab").experiment_id]):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == list(range(1, 21))  # trained once: no step logged twice
+    for out, _ in outs:
+        assert "baseline" in out and "g1-headwise" in out  # both drivers report every run
+
+
+def test_failures_are_never_quiet(place: dict[str, str]) -> None:
+    missing = run_cli(place, "sweep", "missing-corpus", timeout=120)
+    assert missing.returncode == 2 and "/no/such/corpus.txt does not exist" in missing.stderr
+    greedy = run_cli(place, "sweep", "greedy", timeout=200)
+    assert greedy.returncode == 2
+    assert "each run asks for 64 CPUs (resources.cpus), but the largest node" in greedy.stderr
+    empty = run_cli(place, "sweep", "empty-corpus", timeout=300)
+    assert empty.returncode == 1, empty.stderr[-3000:]
+    assert "holds no text" in empty.stdout and "rerun with --retry-failed" in empty.stdout
+    assert list(statuses(place["uri"]).values()) == ["failed"]  # recorded, with its cause
+    again = run_cli(place, "sweep", "empty-corpus", timeout=300)
+    assert again.returncode == 1 and "0 ran now" in again.stdout
+    assert "(recorded earlier): CorpusError" in again.stdout and "holds no text" in again.stdout
+    plan = run_cli(place, "sweep", "empty-corpus", "--dry-run", timeout=120).stdout
+    assert "failed before (rerun with --retry-failed" in plan and "holds no text" in plan
+
+
 def test_a_bad_sweep_is_refused_before_anything_starts(place: dict[str, str]) -> None:
     Path(place["sweeps"]).write_text("bad:\n  description: d\n  variants: [g1-headwize]\n")
     result = run_cli(place, "sweep", "bad", timeout=120)
@@ -228,7 +281,7 @@ def test_a_killed_worker_fails_its_run_and_the_others_finish(place: dict[str, st
     assert "Worker" in failed[0].data.tags["gatelab.failure"] or "died" in failed[0].data.tags[
         "gatelab.failure"]
     log = (Path(place["tmp"]) / "driver.log").read_text()
-    assert "failures:" in log
+    assert "not finished (rerun with --retry-failed" in log
 
 
 def statuses_or_empty(uri: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ is never reported as its own. The server goes with the command, however the comm
 ``mlflow server`` runs under a small supervisor (this file run as a script, ``supervise``) in a
 session of its own; SIGTERM, SIGINT and SIGHUP to the command stop the supervisor, and on Linux
 the supervisor is also signalled when the command dies without a word (SIGKILL). The supervisor
-then stops its whole process group, ``mlflow server`` and its uvicorn workers, and exits once
+then stops its whole process group, ``mlflow server`` and the uvicorn it starts, and exits once
 none of them is left.
 """
 
@@ -88,15 +88,15 @@ def _listener(port: int) -> str | None:
     return f"{found[1]}, pid {found[2]}" if found else None
 
 
-def port_in_use(port: int, host: str = HOST) -> str:
-    """The one-line message for a port that something else listens on: the port, its listener
-    when known, and the fix (with a free port when one is near)."""
+def port_in_use(port: int, host: str = HOST, how: str = "is in use") -> str:
+    """The one-line message for a port that something else listens on: the port, ``how`` it is
+    taken, its listener when known, and the fix (with a free port when one is near)."""
     listener = _listener(port)
     by = f" (by {listener})" if listener else ""
     near = (p for p in range(port + 1, min(port + 100, 65536)) if _bind_error(p, host) is None)
     free = next(near, None)
     fix = f"pass another port, e.g. --port {free}" if free else "pass --port N with a free port"
-    return f"port {port} on {host} is in use{by}: {fix}"
+    return f"port {port} on {host} {how}{by}: {fix}"
 
 
 def check_port(port: int, host: str = HOST) -> None:
@@ -196,8 +196,8 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, uri: str,
         if _answers(url):
             if process.poll() is None and listens_on(process.pid, port):
                 return url
-            raise RuntimeError(f"{port_in_use(port)} (it was taken while the MLflow server "
-                               "was starting)")
+            raise RuntimeError(port_in_use(port, how="was taken while the MLflow server was "
+                                           "starting"))
         time.sleep(0.5)
     raise RuntimeError(f"the MLflow server for {uri} did not answer on port {port} within "
                        f"{timeout_s:.0f} s; its output is above")
@@ -313,13 +313,18 @@ def supervise(parent: int, command: list[str]) -> int:
     try:
         if sys.platform == "linux":
             _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-            _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
         if os.getppid() == parent:  # else the parent died before PR_SET_PDEATHSIG took hold
             status = subprocess.Popen(command).wait()
     except _Stopped as stopped:
         status = 128 + stopped.signum
     finally:
-        _end_group()
+        while True:  # a stop signal that comes before _end_group ignores them starts it again
+            try:
+                _end_group()
+                break
+            except _Stopped:
+                continue
     return status
 
 

@@ -2,8 +2,9 @@
 
 Every mistake becomes a ``Problem`` naming the dotted field, the bad value, and what is allowed;
 all problems of a file are collected before anything is reported. Every number read must be
-finite (no ``.nan``, ``.inf``); a field declared with ``bounded`` must also lie in its
-``Bound``, which is checked here, where the field is read (for a tuple: each item).
+finite (no ``.nan``, ``.inf``); a field declared with ``bounded`` (or given a bound by the
+caller, as the spec's are in ``registry/rules.py``) must also lie in its ``Bound``, which is
+checked here, where the field is read (for a tuple: each item).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import enum
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -54,23 +56,14 @@ class Bound:
         return " and ".join(limits) or "any finite number"
 
 
-def bounded(default: _T, *, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, lt: float | None = None) -> _T:
-    """A dataclass field with ``default`` whose value ``from_dict`` checks against
-    ``Bound(ge=..., gt=..., le=..., lt=...)`` (each item of a tuple; ``None`` is not checked).
-    State the same bound in the field's docstring: tests compare the two."""
-    return dataclasses.field(default=default,
-                             metadata={BOUND_KEY: Bound(ge=ge, gt=gt, le=le, lt=lt)})
+def bounded(default: _T, bound: Bound) -> _T:
+    """A dataclass field with ``default`` whose value ``from_dict`` checks against ``bound``
+    (each item of a tuple; ``None`` is not checked). State the bound in the field's docstring
+    as ``Allowed: <str(bound)>``: tests compare the two."""
+    return dataclasses.field(default=default, metadata={BOUND_KEY: bound})
 
 
-def bound_of(cls: type, name: str) -> Bound | None:
-    """The ``Bound`` of field ``name`` of the dataclass ``cls``, ``None`` if it has none."""
-    (f,) = (f for f in dataclasses.fields(cls) if f.name == name)
-    bound = f.metadata.get(BOUND_KEY)
-    return bound if isinstance(bound, Bound) else None
-
-
-def check_number(value: float, bound: Bound | None, path: str) -> Problem | None:
+def _check_number(value: float, bound: Bound | None, path: str) -> Problem | None:
     """The problem with a number read at ``path``: not finite, or outside ``bound``."""
     if isinstance(value, float) and not math.isfinite(value):
         allowed = f"must be {bound}" if bound is not None else "expected a finite number"
@@ -80,13 +73,16 @@ def check_number(value: float, bound: Bound | None, path: str) -> Problem | None
     return None
 
 
-def from_dict(cls: type, data: object, problems: list[Problem], path: str = "") -> Any:
-    """``cls`` built from ``data``; on error, appends to ``problems`` and returns ``None``."""
-    return _convert(cls, data, problems, path)
+def from_dict(cls: type, data: object, problems: list[Problem], path: str = "",
+              bounds: Mapping[str, Bound] | None = None) -> Any:
+    """``cls`` built from ``data``; on error, appends to ``problems`` and returns ``None``.
+    ``bounds`` adds a ``Bound`` by dotted field (``capacity.q_heads_mult``) to fields declared
+    without ``bounded``."""
+    return _convert(cls, data, problems, path, None, bounds or {})
 
 
 def _convert(tp: Any, value: object, problems: list[Problem], path: str,
-             bound: Bound | None = None) -> Any:
+             bound: Bound | None, bounds: Mapping[str, Bound]) -> Any:
     if tp is Any:
         return value
     origin = typing.get_origin(tp)
@@ -95,12 +91,12 @@ def _convert(tp: Any, value: object, problems: list[Problem], path: str,
         if value is None:
             return None
         (inner,) = args
-        return _convert(inner, value, problems, path, bound)
+        return _convert(inner, value, problems, path, bound, bounds)
     if value is None:
         problems.append(Problem(path, f"must not be null; expected {_describe(tp)}"))
         return None
     if dataclasses.is_dataclass(tp):
-        return _convert_dataclass(tp, value, problems, path)
+        return _convert_dataclass(tp, value, problems, path, bounds)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         allowed = [m.value for m in tp]
         if value in allowed:
@@ -115,7 +111,7 @@ def _convert(tp: Any, value: object, problems: list[Problem], path: str,
         if not isinstance(value, list | tuple):
             problems.append(Problem(path, f"expected a list, got {_show(value)}"))
             return None
-        return tuple(_convert(item_tp, v, problems, f"{path}[{i}]", bound)
+        return tuple(_convert(item_tp, v, problems, f"{path}[{i}]", bound, bounds)
                      for i, v in enumerate(value))
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
@@ -123,14 +119,15 @@ def _convert(tp: Any, value: object, problems: list[Problem], path: str,
             problems.append(Problem(path, f"expected a mapping, got {_show(value)}"))
             return None
         return {
-            _convert(key_tp, k, problems, f"{path}.{k}"):
-            _convert(val_tp, v, problems, f"{path}.{k}")
+            _convert(key_tp, k, problems, f"{path}.{k}", None, bounds):
+            _convert(val_tp, v, problems, f"{path}.{k}", None, bounds)
             for k, v in value.items()
         }
     return _convert_scalar(tp, value, problems, path, bound)
 
 
-def _convert_dataclass(cls: Any, value: object, problems: list[Problem], path: str) -> Any:
+def _convert_dataclass(cls: Any, value: object, problems: list[Problem], path: str,
+                       bounds: Mapping[str, Bound]) -> Any:
     if not isinstance(value, dict):
         problems.append(Problem(path or "<top>", f"expected a mapping, got {_show(value)}"))
         return None
@@ -159,8 +156,8 @@ def _convert_dataclass(cls: Any, value: object, problems: list[Problem], path: s
                 ok = False
             continue
         before = len(problems)
-        bound = f.metadata.get(BOUND_KEY)
-        kwargs[name] = _convert(hints[name], raw, problems, f"{prefix}{name}", bound)
+        bound = f.metadata.get(BOUND_KEY, bounds.get(f"{prefix}{name}"))
+        kwargs[name] = _convert(hints[name], raw, problems, f"{prefix}{name}", bound, bounds)
         ok = ok and len(problems) == before
     return cls(**kwargs) if ok else None
 
@@ -173,7 +170,7 @@ def _convert_scalar(tp: Any, value: object, problems: list[Problem], path: str,
     elif tp is int or tp is float:
         number = int if tp is int else int | float
         if isinstance(value, number) and not isinstance(value, bool):
-            problem = check_number(value, bound, path)
+            problem = _check_number(value, bound, path)
             if problem is not None:
                 problems.append(problem)
                 return None
@@ -188,7 +185,8 @@ def _convert_scalar(tp: Any, value: object, problems: list[Problem], path: str,
 
 
 def _number(value: float) -> str:
-    return f"{value:_}" if isinstance(value, int) else repr(value)
+    """``1_000_000`` for a large int (as YAML and Python may write it), ``1024``, ``0.5``."""
+    return f"{value:_}" if isinstance(value, int) and abs(value) >= 10_000 else repr(value)
 
 
 def _describe(tp: Any) -> str:

@@ -2,7 +2,8 @@
 
 Each rule looks at a whole spec and returns the problems it finds; ``check`` runs them all.
 Rules that depend on a size (head counts, MoE) live in ``resolve.py``. The range of each number
-of a spec is stated once, in ``BOUNDS`` (finiteness is already checked by ``from_dict``).
+of a spec is stated once, in ``BOUNDS``, which ``from_dict`` checks as it reads each number
+(with finiteness, which it requires of every number).
 """
 
 from __future__ import annotations
@@ -10,8 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gatelab.registry.errors import Problem
-from gatelab.registry.from_dict import Bound, check_number
+from gatelab.registry.from_dict import Bound
 from gatelab.registry.schema import GateInput, Granularity, Position, Sharing, VariantSpec
+
+BOUNDS: dict[str, Bound] = {
+    "gate.init.std": Bound(gt=0, le=10),
+    "gate.init.bias": Bound(ge=-100, le=100),
+    "capacity.q_heads_mult": Bound(gt=0, le=64),
+    "capacity.kv_heads_mult": Bound(gt=0, le=64),
+    "capacity.extra_experts": Bound(ge=0, le=1024),
+}
+"""The allowed range of each number of a spec, by dotted field, for ``from_dict`` (``None``
+values, such as an absent bias, are not checked). Wide enough for any real variant; narrow
+enough that ``gatelab list`` can build every spec at the paper's size on the meta device."""
 
 
 def _no_heads_at_g5(spec: VariantSpec) -> list[Problem]:
@@ -56,31 +68,6 @@ def _independent_gate_has_no_bias(spec: VariantSpec) -> list[Problem]:
     ]
 
 
-BOUNDS: dict[str, Bound] = {
-    "gate.init.std": Bound(gt=0, le=10),
-    "gate.init.bias": Bound(ge=-100, le=100),
-    "capacity.q_heads_mult": Bound(gt=0, le=64),
-    "capacity.kv_heads_mult": Bound(gt=0, le=64),
-    "capacity.extra_experts": Bound(ge=0, le=1024),
-}
-"""The allowed range of each number of a spec, by dotted field (``None`` values, such as an
-absent gate or bias, are not checked). Wide enough for any real variant; narrow enough that
-``gatelab list`` can build every spec at the paper's size on the meta device."""
-
-
-def _numbers_in_range(spec: VariantSpec) -> list[Problem]:
-    problems = []
-    for field, bound in BOUNDS.items():
-        value: object = spec
-        for name in field.split("."):
-            value = getattr(value, name, None)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            problem = check_number(value, bound, field)
-            if problem is not None:
-                problems.append(problem)
-    return problems
-
-
 def _base_is_set(spec: VariantSpec) -> list[Problem]:
     if spec.base is None and spec.id != "baseline":
         return [Problem("base", "is required: name the spec this variant is a diff from")]
@@ -91,7 +78,6 @@ RULES: tuple[Callable[[VariantSpec], list[Problem]], ...] = (
     _no_heads_at_g5,
     _control_excludes_gate,
     _independent_gate_has_no_bias,
-    _numbers_in_range,
     _base_is_set,
 )
 

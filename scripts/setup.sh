@@ -22,6 +22,6 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
   echo "setup: no NVIDIA GPU found: installing the CPU build of torch 2.13.0" >&2
   quiet "${pip[@]}" "torch==2.13.0"
 fi
-echo "setup: installing gatelab and its dependencies into .venv/ (first time: about 2 minutes)" >&2
+echo "setup: installing gatelab and its dependencies into .venv/ (first time: 10-20 minutes here, mostly downloads)" >&2
 quiet "${pip[@]}" -e ".[dev]"
 echo "$want" > "$stamp"

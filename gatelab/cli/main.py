@@ -17,12 +17,15 @@ from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN
 
 def cmd_list(args: argparse.Namespace) -> int:
     from gatelab.cli.variants import variant_row
-    from gatelab.registry.loader import load_all
+    from gatelab.registry.loader import load_all_valid
 
-    rows = [variant_row(spec) for spec in load_all()]
+    specs, errors = load_all_valid()
+    for err in errors:  # a bad file is named; the others are still listed
+        print(err, file=sys.stderr)
+    rows = [variant_row(spec) for spec in specs]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 1 if errors else 0
     headers = ("id", "pos", "granularity", "sharing", "combine", "activation", "input",
                "paper", "+params paper", "+params tiny")
     print(table(headers, [
@@ -35,7 +38,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]))
     print(f"\n{len(rows)} variants. +params paper: at the paper's 15A2B shape "
           "(24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128); counted from built modules.")
-    return 0
+    if errors:
+        print(f"{len(errors)} spec file(s) are invalid and left out (above)", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -61,17 +66,25 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from gatelab.registry.errors import SpecError
     from gatelab.registry.hashing import spec_hash
-    from gatelab.registry.loader import load_spec
+    from gatelab.registry.loader import load_all_valid, load_spec
 
     bad = 0
+    known = {spec_hash(s): s.id for s in load_all_valid()[0]}
+    seen: dict[str, str] = {}
     for path in args.files:
         try:
             spec = load_spec(Path(path))
         except SpecError as err:
             bad += 1
             print(err, file=sys.stderr)
-        else:
-            print(f"ok       {path}  (id {spec.id}, hash {spec_hash(spec)})")
+            continue
+        h = spec_hash(spec)
+        print(f"ok       {path}  (id {spec.id}, hash {h})")
+        twin = seen.get(h) or (known[h] if known.get(h, spec.id) != spec.id else None)
+        if twin is not None:
+            print(f"note     {path}: builds the same model as {twin!r} (architecture hash {h}); "
+                  "a sweep naming both trains it once")
+        seen.setdefault(h, spec.id)
     if bad:
         print(f"{bad} of {len(args.files)} spec files are invalid", file=sys.stderr)
     return 1 if bad else 0
@@ -87,15 +100,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.runners.run.train import train
 
     overrides: dict[str, object] = {}
+    origins: dict[str, str] = {}  # where each override came from, for error messages
     for key in ("steps", "lr", "seed", "batch_size", "seq_len", "size", "tokens"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+            origins[key] = "--" + key.replace("_", "-")
     for item in args.set or []:
         key, _, value = item.partition("=")
         overrides[key] = _parse_value(value)
+        origins[key] = f"--set {item}"
     spec = load_variant(args.variant)
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, overrides, origins)
     resources = Resources(device=args.device, precision=args.precision, backend=args.backend,
                           threads=args.threads, tracking_uri=args.tracking_uri,
                           experiment=args.experiment, work_dir=Path(args.work_dir))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gatelab.registry.errors import SpecError
-from gatelab.registry.loader import load_all, load_spec, load_variant
+from gatelab.registry.loader import load_all, load_all_valid, load_spec, load_variant
 from gatelab.registry.schema import Activation, GateInput, Position, Sharing
 from gatelab.shipped import shipped_ablations
 
@@ -59,6 +59,25 @@ INVALID = {
                          ["not allowed with input: independent"]),
     "negative-mult": ("capacity:\n  q_heads_mult: -1\n", "capacity.q_heads_mult", ["must be > 0"]),
     "paper-row-missing": ("paper:\n  - {table: 1}\n", "paper[0].row", ["is required but missing"]),
+    "nan-std": ("gate:\n  init: {std: .nan}\n", "gate.init.std",
+                ["nan is not a finite number", "must be > 0 and <= 10"]),
+    "inf-bias": ("gate:\n  init: {bias: -.inf}\n", "gate.init.bias",
+                 ["-inf is not a finite number", "must be >= -100 and <= 100"]),
+    "huge-mult": ("capacity:\n  q_heads_mult: 1e9\n", "capacity.q_heads_mult",
+                  ["1000000000.0 is out of range", "must be > 0 and <= 64"]),
+    "huge-experts": ("capacity:\n  extra_experts: 1000000\n", "capacity.extra_experts",
+                     ["1000000 is out of range", "must be >= 0 and <= 1024"]),
+    "paper-nan": ("paper:\n  - {table: 1, row: 1, name: x, ppl: .nan}\n", "paper[0].ppl",
+                  ["nan is not a finite number", "expected a finite number"]),
+    "paper-inf-benchmark": ("paper:\n  - {table: 1, row: 1, name: x, benchmarks: {mmlu: .inf}}\n",
+                            "paper[0].benchmarks.mmlu", ["inf is not a finite number"]),
+    "env-interpolation": ("gate:\n  init: {std: '${oc.env:GATELAB_TEST_SECRET}'}\n",
+                          "gate.init.std", ["'${oc.env:GATELAB_TEST_SECRET}' is not allowed",
+                                            "configuration files are plain data"]),
+    "interpolation-in-text": ("paper:\n  - {table: 1, row: 1, name: 'row ${description}'}\n",
+                              "paper[0].name", ["configuration files are plain data"]),
+    "malformed-interpolation": ("gate:\n  init: {std: '${oc.env:X'}\n", "gate.init.std",
+                                ["looks like an interpolation", "plain data"]),
 }
 
 
@@ -72,6 +91,16 @@ def test_invalid_spec_is_rejected_with_file_field_value_and_fix(tmp_path: Path, 
     assert message.startswith(f"{path.resolve()}: {field}: "), message
     for fragment in fragments:
         assert fragment in message, message
+
+
+def test_an_interpolation_is_rejected_before_it_is_resolved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATELAB_TEST_SECRET", "0.5")
+    path = _write(tmp_path, "secret",
+                  HEAD + "gate:\n  init: {std: '${oc.env:GATELAB_TEST_SECRET}'}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert "0.5" not in str(info.value)
 
 
 def test_all_problems_of_a_file_are_reported_together(tmp_path: Path) -> None:
@@ -129,3 +158,23 @@ def test_gate_null_removes_the_base_gate(tmp_path: Path) -> None:
 def test_unknown_variant_suggests_an_id() -> None:
     with pytest.raises(KeyError, match="did you mean 'g1-headwise'"):
         load_variant("g1-headwse")
+
+
+def test_load_all_valid_returns_the_good_specs_and_names_each_bad_file(tmp_path: Path) -> None:
+    _write(tmp_path, "mine", HEAD)
+    broken = _write(tmp_path, "broken", HEAD + "gate:\n  init: {std: .nan}\n")
+    child = _write(tmp_path, "child", "base: broken\ndescription: d\nhypothesis: h\n")
+    specs, errors = load_all_valid(tmp_path)
+    assert [s.id for s in specs] == ["mine"]
+    assert [e.source for e in errors] == [str(broken.resolve()), str(child.resolve())]
+    assert "gate.init.std: nan is not a finite number" in str(errors[0])
+    assert str(errors[1]).startswith(f"{child.resolve()}: base: 'broken' is invalid: "
+                                     f"{broken.resolve()}: gate.init.std: nan")
+    with pytest.raises(SpecError, match="broken.yaml: gate.init.std"):
+        load_all(tmp_path)
+
+
+def test_every_shipped_spec_is_valid() -> None:
+    specs, errors = load_all_valid()
+    assert not errors
+    assert [s.id for s in specs] == [s.id for s in load_all()]

@@ -49,5 +49,11 @@ def test_bad_input_gives_one_clear_line(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "did you mean 'g1-elementwise'" in unknown.stderr
     dense = train(tmp_path, "more-experts", *SHORT)
     assert dense.returncode == 2 and "use an MoE size preset" in dense.stderr
+    cuda = train(tmp_path, "baseline", *SHORT, "--device", "cuda")
+    import torch
+
+    if not torch.cuda.is_available():
+        assert cuda.returncode == 2 and "use --device cpu or auto" in cuda.stderr
+        assert "Traceback" not in cuda.stderr
     server = train(tmp_path, "baseline", *SHORT, "--tracking-uri", "http://127.0.0.1:9")
     assert server.returncode == 2 and "http://127.0.0.1:9 is unreachable" in server.stderr

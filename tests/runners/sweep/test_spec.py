@@ -10,6 +10,7 @@ from gatelab.registry.errors import SpecError
 from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.sweep.plan import expand, make_plan
 from gatelab.runners.sweep.spec import get_sweep, load_sweeps, selected_variants
+from gatelab.shipped import ABLATIONS_ENV
 
 
 def test_the_shipped_sweeps_load_and_name_known_variants() -> None:
@@ -77,3 +78,93 @@ def test_a_selector_picks_every_g1_variant(tmp_path: Path) -> None:
     ids = [s.id for s in selected_variants(load_sweeps(path)["s"])]
     assert ids[0] == "baseline"
     assert "g1-elementwise" in ids and "g1-headwise" in ids and "g2-elementwise" not in ids
+
+
+HEAD = "s:\n  description: d\n  variants: [baseline]\n"
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("  seeds: [0, -1]\n", "s.seeds[1]: -1 is out of range: must be >= 0 and <= 4_294_967_295"),
+    ("  lrs: [.nan]\n", "s.lrs[0]: nan is not a finite number; must be > 0 and <= 10"),
+    ("  lrs: [0.01, 0]\n", "s.lrs[1]: 0 is out of range: must be > 0 and <= 10"),
+    ("  resources: {cpus: .inf}\n", "s.resources.cpus: inf is not a finite number; must be > 0"),
+    ("  resources: {cpus: 0}\n", "s.resources.cpus: 0 is out of range: must be > 0 and <= 1024"),
+    ("  resources: {gpus: -1}\n", "s.resources.gpus: -1 is out of range: must be >= 0"),
+    ("  resources: {threads: 0}\n", "s.resources.threads: 0 is out of range: must be >= 1"),
+    ("  search: {lr_min: .nan}\n", "s.search.lr_min: nan is not a finite number"),
+    ("  search: {lr_min: 0}\n", "s.search.lr_min: 0 is out of range: must be > 0 and <= 10"),
+    ("  search: {lr_max: .inf}\n", "s.search.lr_max: inf is not a finite number"),
+    ("  search: {trials: 0}\n", "s.search.trials: 0 is out of range: must be >= 1"),
+    ("  search: {lr_min: 0.1, lr_max: 0.01}\n",
+     "s.search: needs lr_min < lr_max, got lr_min 0.1 and lr_max 0.01"),
+    ("  select: {paper_table: 0}\n", "s.select.paper_table: 0 is out of range: must be >= 1"),
+])
+def test_a_bad_number_in_a_sweep_is_named(tmp_path: Path, body: str, expected: str) -> None:
+    path = _write(tmp_path, HEAD + body)
+    with pytest.raises(SpecError) as info:
+        load_sweeps(path)
+    assert f"{path}: {expected}" in str(info.value)
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("  overrides: {steps: 0}\n",
+     "s.overrides.steps: steps: 0 is out of range: must be >= 1 and <= 1_000_000_000"),
+    ("  overrides: {stepz: 3}\n",
+     "s.overrides.stepz: stepz: unknown field (did you mean 'steps'?)"),
+    ("  overrides: {data.tokenizer: words}\n",
+     "s.overrides.data.tokenizer: data.tokenizer: 'words' is not allowed; allowed: bpe, bytes"),
+    ("  overrides: {data: {vocab_size: 100}}\n",
+     "s.overrides.data: data.vocab_size: 100 is out of range: must be >= 258"),
+    ("  overrides: {size: tiny-mo}\n",
+     "s.overrides.size: size: 'tiny-mo' is not a size preset (did you mean 'tiny-moe'?)"),
+])
+def test_a_bad_override_fails_at_load_naming_the_sweep(tmp_path: Path, body: str,
+                                                       expected: str) -> None:
+    path = _write(tmp_path, HEAD + body)
+    with pytest.raises(SpecError) as info:
+        load_sweeps(path)
+    assert f"{path}: {expected}" in str(info.value).splitlines()[0]
+
+
+def test_interpolation_in_a_sweeps_file_is_rejected(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATELAB_TEST_SECRET", "300")
+    path = _write(tmp_path, HEAD + "  overrides: {steps: '${oc.env:GATELAB_TEST_SECRET}'}\n")
+    with pytest.raises(SpecError) as info:
+        load_sweeps(path)
+    message = str(info.value)
+    assert message == (f"{path}: s.overrides.steps: '${{oc.env:GATELAB_TEST_SECRET}}' is not "
+                       "allowed: configuration files are plain data (no ${...} interpolation "
+                       "or resolvers); write the value itself")
+    assert "300" not in message
+
+
+@pytest.fixture
+def bad_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An invalid spec file in a user ablation folder searched first."""
+    folder = tmp_path / "ablations"
+    folder.mkdir()
+    monkeypatch.setenv(ABLATIONS_ENV, str(folder))
+    path = folder / "my-bad-gate.yaml"
+    path.write_text("base: g1-elementwise\ndescription: d\nhypothesis: h\n"
+                    "gate:\n  init: {std: .nan}\n")
+    return path
+
+
+def test_a_bad_spec_file_fails_only_the_sweeps_that_use_it(tmp_path: Path,
+                                                           bad_spec: Path) -> None:
+    path = _write(tmp_path, HEAD + "g1:\n  description: d\n  select: {position: G1}\n"
+                  "bad:\n  description: d\n  variants: [baseline, my-bad-gate]\n")
+    sweeps = load_sweeps(path)  # ids are file names: no spec is loaded to check them
+    assert [s.id for s in selected_variants(get_sweep("s", path))] == ["baseline"]
+    with pytest.raises(SpecError) as info:
+        get_sweep("g1", path)
+    assert str(info.value) == (
+        f"{path}: g1.select: reads every spec file, and {bad_spec} is invalid: gate.init.std: "
+        "nan is not a finite number; must be > 0 and <= 10")
+    with pytest.raises(SpecError) as info:
+        get_sweep("bad", path)
+    assert str(info.value).startswith(f"{path}: bad.variants[1]: 'my-bad-gate' is invalid: "
+                                      f"{bad_spec}: gate.init.std: nan")
+    with pytest.raises(SpecError, match="my-bad-gate.yaml: gate.init.std"):
+        selected_variants(sweeps["g1"])

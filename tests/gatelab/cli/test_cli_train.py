@@ -34,7 +34,7 @@ def test_train_prints_every_measurement(tmp_path: Path) -> None:
 
 
 def test_an_absurd_learning_rate_is_reported_as_diverged(tmp_path: Path) -> None:
-    result = train(tmp_path, "baseline", *SHORT, "--lr", "50")
+    result = train(tmp_path, "baseline", *SHORT, "--lr", "10")
     assert result.returncode == 0
     assert "baseline: diverged at step" in result.stdout
     assert "Traceback" not in result.stderr

@@ -60,6 +60,7 @@ class SdpaControl(enum.StrEnum):
 
     GROUP_RMSNORM = "group-rmsnorm"  # RMSNorm over each head's output ("GroupNorm"), ~0 params
     SILU = "silu"  # Y' = SiLU(Y), parameter-free
+    SCALE = "scale"  # Y' = 0.5 * Y: the default gate's value at init, no parameters, no input
 
 
 class NormPlacement(enum.StrEnum):

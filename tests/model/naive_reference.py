@@ -176,6 +176,8 @@ def attention(
         o_BTHK = rms_norm(o_BTHK, p(prefix + "gate_sdpa.norm.weight"), bb.norm_eps)
     elif control is SdpaControl.SILU:
         o_BTHK = silu(o_BTHK)
+    elif control is SdpaControl.SCALE:
+        o_BTHK = 0.5 * o_BTHK
     y = torch.einsum("bto,do->btd", o_BTHK.reshape(B, T, H * K), p(prefix + "wo.weight"))
     y = gated(Position.G5, y.reshape(B, T, 1, D)).reshape(B, T, D)
     return y, probs_BHTS

@@ -62,6 +62,7 @@ CASES: dict[str, tuple[VariantSpec, Backbone]] = {
     "sandwich": (_spec(norm=NormPlacement.SANDWICH), DENSE),
     "sandwich-g5": (_spec(GateSpec(Position.G5), norm=NormPlacement.SANDWICH), DENSE),
     "group-rmsnorm": (_spec(control=SdpaControl.GROUP_RMSNORM), DENSE),
+    "scale-control": (_spec(control=SdpaControl.SCALE), DENSE),
     "untied-no-qk-norm": (
         _spec(GateSpec()), dataclasses.replace(DENSE, tie_embeddings=False, qk_norm=False),
     ),

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from gatelab.dashboards import plots
-from gatelab.dashboards.columns import DONE_STATUSES
+from gatelab.dashboards.columns import DONE_STATUSES, layer_columns
 from gatelab.dashboards.compare import finished
 from gatelab.dashboards.render import markdown_table
 from gatelab.dashboards.report_html import render_html
@@ -80,6 +80,15 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
             "forms, and whether a gate prevents it.",
             plots.internals_over_training(runs.frame, runs.history(["f_attn", "m_act"]),
                                           folder / "internals_over_training.png"))
+        sink_layers = layer_columns(runs.frame.columns, plots.SINK_METRIC)
+        if sink_layers:
+            add("sink_metrics_over_training", "Sink heads during training",
+                "The largest head's first-token share per layer at each evaluation, the "
+                "baseline (dashed) against the gated variants; dotted: the sink-head threshold "
+                f"{plots.SINK_HEAD_THRESHOLD} of Gu et al. 2024. A mean over heads (f_attn) "
+                "hides a sink that lives in one head.",
+                plots.sink_metrics_over_training(runs.frame, runs.history(sink_layers),
+                                                 folder / "sink_metrics_over_training.png"))
     add("loss_vs_lr", "Loss against learning rate", "Final validation loss per LR (mean ± 95% "
         "CI); x: LRs where runs diverged, with their count.",
         plots.loss_vs_lr(runs.frame, folder / "loss_vs_lr.png"))

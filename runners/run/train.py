@@ -358,10 +358,13 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
 
 def _internals_during_training(model: GatedLM, measure: list[torch.Tensor]
                                ) -> dict[str, float]:
-    """``f_attn`` and ``m_act`` (mean and per layer) at an evaluation step, so their history
-    shows when a sink or a massive activation forms; gate scores only at the end."""
+    """``f_attn``, ``m_act`` and the per-head sink metrics (mean and per layer) at an evaluation
+    step, so their history shows when a sink or a massive activation forms (all come from the
+    one explicit-probabilities pass); gate scores only at the end."""
     metrics = measure_internals(model, measure).metrics()
-    return {k: v for k, v in metrics.items() if k.startswith(("f_attn", "m_act"))}
+    during = ("f_attn", "m_act", "sink_head_max", "sink_heads_frac", "value_drain",
+              "resid_peak_first")
+    return {k: v for k, v in metrics.items() if k.split(".layer")[0] in during}
 
 
 def _val_metrics(val_loss: float, bytes_per_token: float) -> dict[str, float]:

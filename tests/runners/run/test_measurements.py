@@ -8,17 +8,28 @@ import pytest
 import torch
 
 from gatelab.model.build import build_model
+from gatelab.registry.backbone import Backbone
 from gatelab.registry.loader import load_variant
 from gatelab.runners.run.measurements import (
     HIST_BINS,
     MAP_HEADS,
+    SINK_HEAD_THRESHOLD,
     GateScoreStats,
+    Internals,
     SpikeDetector,
     diverged,
     first_token_attention,
+    first_token_attention_per_head,
     max_abs_activation,
     measure_internals,
+    residual_peak_first,
+    sink_heads_fraction,
+    value_drain,
 )
+
+SMALL = Backbone(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn_hidden=64,
+                 vocab_size=50)
+NEW_METRICS = ("sink_head_max", "sink_heads_frac", "value_drain", "resid_peak_first")
 
 
 def test_attending_only_to_the_first_token_gives_f_attn_1() -> None:
@@ -109,6 +120,126 @@ def test_f_attn_is_1_when_every_query_attends_only_to_the_first_token() -> None:
     assert internals.f_attn_mean == pytest.approx(1.0, abs=1e-9)
     assert internals.gate_overall() is None
     assert internals.m_act == pytest.approx([1.0] * len(model.blocks))
+    assert internals.sink_head_max == pytest.approx([1.0] * len(model.blocks), abs=1e-9)
+    assert internals.sink_heads_frac == [1.0] * len(model.blocks)
+    assert internals.resid_peak_first == [1.0] * len(model.blocks)  # |e9| = sqrt 2 > |e5| = 1
+
+
+def _uniform_causal(B: int, H: int, T: int) -> torch.Tensor:
+    probs_TS = torch.tril(torch.ones(T, T, dtype=torch.float64))
+    return (probs_TS / probs_TS.sum(-1, keepdim=True)).expand(B, H, T, T).clone()
+
+
+def _with_sink_head(probs_BHTS: torch.Tensor, head: int, share: float) -> torch.Tensor:
+    """``head`` puts ``share`` on key 0 from query 1 on, the rest spread evenly over keys
+    1..q."""
+    out = probs_BHTS.clone()
+    T = out.shape[-1]
+    for q in range(1, T):
+        out[:, head, q, 0] = share
+        out[:, head, q, 1:q + 1] = (1 - share) / q
+    return out
+
+
+def test_one_sink_head_is_seen_per_head_and_hidden_by_the_mean() -> None:
+    B, H, T = 2, 8, 16
+    uniform = sum(1 / (t + 1) for t in range(1, T)) / (T - 1)
+    layers = [_uniform_causal(B, H, T), _with_sink_head(_uniform_causal(B, H, T), 2, 0.8)]
+    assert torch.allclose(layers[1].sum(-1), torch.ones(B, H, T, dtype=torch.float64))
+    heads = [first_token_attention_per_head(p) for p in layers]
+    assert heads[1].tolist() == pytest.approx([uniform] * 2 + [0.8] + [uniform] * 5)
+    assert first_token_attention(layers[1]) < SINK_HEAD_THRESHOLD  # the mean hides it
+    assert sink_heads_fraction(heads[0]) == 0.0 and sink_heads_fraction(heads[1]) == 1 / 8
+    internals = Internals([h.mean().item() for h in heads], [1.0, 1.0],
+                          f_attn_heads=[h.tolist() for h in heads], value_drain=[1.0, 3.0],
+                          resid_peak_first=[0.0, 0.5])
+    metrics = internals.metrics()
+    assert metrics["sink_head_max.layer00"] == pytest.approx(uniform)
+    assert metrics["sink_head_max.layer01"] == pytest.approx(0.8)
+    assert metrics["sink_head_max"] == pytest.approx((uniform + 0.8) / 2)
+    assert (metrics["sink_heads_frac.layer00"], metrics["sink_heads_frac.layer01"]) == (0.0,
+                                                                                        1 / 8)
+    assert metrics["sink_heads_frac"] == 1 / 16
+    assert metrics["value_drain"] == 2.0 and metrics["resid_peak_first.layer01"] == 0.5
+    assert internals.arrays()["f_attn_heads"].shape == (2, H)
+
+
+def test_a_share_at_the_threshold_is_not_a_sink_head() -> None:
+    shares = torch.tensor([SINK_HEAD_THRESHOLD, SINK_HEAD_THRESHOLD + 0.01, 0.1, 0.9],
+                          dtype=torch.float64)
+    assert sink_heads_fraction(shares) == 0.5
+
+
+def test_internals_without_per_head_shares_log_no_per_head_metrics() -> None:
+    internals = Internals([0.1, 0.2], [3.0, 4.0])
+    assert not any(k.startswith(NEW_METRICS) for k in internals.metrics())
+    assert internals.arrays()["f_attn_heads"].shape == (2, 0)
+
+
+def test_value_drain_is_the_first_tokens_norm_over_the_others_mean() -> None:
+    torch.manual_seed(0)
+    direction = torch.randn(2, 6, 2, 4, dtype=torch.float64)
+    v = direction / direction.norm(dim=-1, keepdim=True)  # every norm 1
+    v[:, 0] *= 5.0
+    assert value_drain(v) == pytest.approx(5.0)
+    v[:, 0, 1] /= 5.0  # kv head 1 has no drain: the mean over heads is (5 + 1) / 2
+    v[:, 1:] *= torch.tensor([1.0, 3.0, 1.0, 3.0, 2.0], dtype=torch.float64)[:, None, None]
+    assert value_drain(v) == pytest.approx((5.0 / 2.0 + 1.0 / 2.0) / 2)
+
+
+def test_residual_peak_first_counts_sequences_peaking_at_token_0() -> None:
+    h = torch.ones(4, 6, 3, dtype=torch.float64)
+    h[0, 0] = 10.0
+    h[1, 0, 2] = -50.0  # a negative outlier is a large norm too
+    h[2, 3] = 10.0
+    h[3, 5] = 10.0
+    assert residual_peak_first(h) == 0.5
+    h[2, 0] = 20.0
+    assert residual_peak_first(h) == 0.75
+
+
+def test_every_per_head_metric_is_measured_on_a_built_model() -> None:
+    torch.manual_seed(0)
+    model = build_model("g1-elementwise", SMALL, dtype=torch.float64)
+    batches = [torch.randint(0, SMALL.vocab_size, (3, 10)) for _ in range(2)]
+    internals = measure_internals(model, batches)
+    metrics = internals.metrics()
+    for name in NEW_METRICS:
+        assert name in metrics, name
+        for i in range(SMALL.n_layers):
+            assert f"{name}.layer{i:02d}" in metrics, (name, i)
+    for i in range(SMALL.n_layers):
+        layer = f"layer{i:02d}"
+        assert metrics[f"f_attn.{layer}"] <= metrics[f"sink_head_max.{layer}"] <= 1.0
+        assert metrics[f"sink_heads_frac.{layer}"] * SMALL.n_heads in range(SMALL.n_heads + 1)
+        assert 0.0 < metrics[f"value_drain.{layer}"] < math.inf
+        assert metrics[f"resid_peak_first.{layer}"] * 6 in range(7)  # 6 sequences
+    heads = internals.arrays()["f_attn_heads"]
+    assert heads.shape == (SMALL.n_layers, SMALL.n_heads)
+    assert heads.mean(axis=1) == pytest.approx(internals.f_attn)
+
+
+def test_value_drain_is_measured_after_a_g2_gate() -> None:
+    """Two tokens whose values are equal but whose G2 gate scores are 0.8 and 0.2: the gated
+    value of the first token is 4 times the others'."""
+    model = build_model("g2-elementwise", SMALL, dtype=torch.float64)
+    first, other = 3, 7
+    half_d = SMALL.d_model / 2
+    with torch.no_grad():
+        model.embed.weight[first].zero_()
+        model.embed.weight[other].zero_()
+        model.embed.weight[first, :2] = torch.tensor([1.0, 1.0])
+        model.embed.weight[other, :2] = torch.tensor([1.0, -1.0])  # normed: (±) sqrt(d/2)
+        attn = model.blocks[0].attn
+        attn.wv.weight[:, 1] = 0.0  # the value ignores component 1: equal for both tokens
+        proj = attn.gate_v.logits.proj
+        proj.weight.zero_()
+        proj.weight[:, 1] = math.log(4.0) / math.sqrt(half_d)  # logits ±ln 4: 0.8 and 0.2
+        if proj.bias is not None:
+            proj.bias.zero_()
+    idx = torch.tensor([[first] + [other] * 7])
+    internals = measure_internals(model, [idx])
+    assert internals.value_drain[0] == pytest.approx(4.0, rel=1e-4)
 
 
 def test_spike_detector_counts_a_jump_and_its_excess() -> None:

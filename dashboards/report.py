@@ -30,7 +30,11 @@ def build_tables(runs: Runs) -> list[Table]:
               "reproduced: the paper's direction, p < 0.05; not reproduced: the opposite "
               "direction, p < 0.05; inconclusive at this scale: anything else, and always "
               "with fewer than two pairs of seeds. The statistic column gives the estimate, "
-              "its 95% interval, the test and n.", runs.verdicts()),
+              "its 95% interval, the test and n; for an inconclusive verdict it ends with the "
+              "power. From the seed-to-seed spread of the differences, for the same two-sided "
+              "t-test at p < 0.05 with 80% power: mde, the smallest difference detectable at "
+              "this n (the estimate's units); seeds_needed, the seeds (pairs) that would decide "
+              "the observed difference; power_note: why either is missing.", runs.verdicts()),
         Table("table1", "Table 1: perplexity against the baseline",
               "Per setting and variant: n finished runs (n_diverged left out of means); "
               "mean ± 95% t-interval over seeds; d_val_ppl: paired change against the baseline "

@@ -3,11 +3,13 @@ paper's claims, from synthetic runs whose answers are known."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 from synthetic import FakeRun, frame
 
 from gatelab.dashboards.lr_tolerance import lr_grid, lr_summary, lr_tolerance
+from gatelab.dashboards.stats import mde, seeds_needed
 from gatelab.dashboards.verdicts import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, untested, verdicts
 
 LRS = (1e-3, 1e-2, 1e-1)
@@ -145,3 +147,49 @@ def test_untested_claims_are_listed_not_judged() -> None:
     assert "g2-lowers-loss" not in table["claim"].to_list()
     assert "g2-lowers-loss" in untested(runs)
     assert "gate-lowers-loss" not in untested(runs)
+
+
+def test_an_inconclusive_claim_says_how_many_seeds_would_decide_it() -> None:
+    runs = ([FakeRun("baseline", s, v) for s, v in enumerate([5.0, 5.2, 4.9, 5.1])]
+            + [FakeRun("g1-elementwise", s, v) for s, v in enumerate([4.98, 5.14, 4.95, 5.05])])
+    v = verdict_of(runs, "gate-lowers-loss")
+    # Differences -0.02, -0.06, +0.05, -0.05: mean -0.02, sd 0.0523 over 4 pairs.
+    sd = float(np.std([-0.02, -0.06, 0.05, -0.05], ddof=1))
+    assert v["verdict"] == INCONCLUSIVE and v["p_value"] > 0.05
+    assert v["mde"] == pytest.approx(mde(sd, 4)) and v["mde"] > abs(v["estimate"])
+    assert v["seeds_needed"] == seeds_needed(-0.02, sd) and v["seeds_needed"] > 4
+    assert v["power_note"] is None
+    assert str(v["statistic"]).endswith(
+        f"; would take about {v['seeds_needed']} seeds (80% power); detectable now: "
+        f"{v['mde']:.2g} nats")
+
+
+def test_a_decided_claim_keeps_its_power_numbers_out_of_the_statistic() -> None:
+    v = verdict_of(paired_runs(-0.05, 5, f_attn=0.1, m_act=20.0), "gate-lowers-loss")
+    assert v["verdict"] == REPRODUCED
+    assert isinstance(v["mde"], float) and 0 < v["mde"] < abs(v["estimate"])
+    assert isinstance(v["seeds_needed"], int) and 2 <= v["seeds_needed"] <= 5
+    assert "would take" not in str(v["statistic"]) and "detectable" not in str(v["statistic"])
+
+
+def test_power_columns_are_typed_and_say_why_a_number_is_missing() -> None:
+    one = verdicts(frame(paired_runs(-0.5, 1, f_attn=0.01, m_act=1.0)))
+    assert one.schema["mde"] == pl.Float64 and one.schema["seeds_needed"] == pl.Int64
+    assert one.schema["power_note"] == pl.Utf8
+    gain = one.filter(pl.col("claim") == "gate-lowers-loss").row(0, named=True)
+    assert gain["mde"] is None and gain["seeds_needed"] is None
+    assert gain["power_note"] == "needs at least 2 seeds to measure the spread"
+    assert str(gain["statistic"]).endswith("; power: needs at least 2 seeds to measure the spread")
+    lr = verdict_of(grid_runs(3), "larger-stable-lr")
+    assert lr["mde"] is None and "Fisher" in str(lr["power_note"])
+    assert "no power computed" in str(lr["statistic"])
+
+
+def test_the_one_sample_gate_score_claim_has_power_against_half() -> None:
+    scores = [0.46, 0.52, 0.44, 0.49]
+    runs = [FakeRun("g1-elementwise", s, metrics={"gate_score.mean": g})
+            for s, g in enumerate(scores)]
+    v = verdict_of(runs, "gate-scores-sparse")
+    sd = float(np.std(scores, ddof=1))
+    assert v["verdict"] == INCONCLUSIVE and v["mde"] == pytest.approx(mde(sd, 4))
+    assert v["seeds_needed"] == seeds_needed(float(np.mean(scores)) - 0.5, sd)

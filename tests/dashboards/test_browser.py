@@ -45,9 +45,9 @@ def test_html_report_renders_tables_and_images(real_sweep: RealSweep, browser: A
         assert page.locator("td.v-reproduced").count() == 0
         images = page.evaluate("Array.from(document.images).map(i => [i.complete, "
                                "i.naturalWidth, i.naturalHeight])")
-        assert len(images) == 6  # every plot but loss against LR (smoke has one LR)
+        assert len(images) == 7  # every plot but loss against LR (smoke has one LR)
         for key in ("loss_curves", "internals_per_layer", "internals_over_training",
-                    "gate_histograms", "attention_maps"):
+                    "sink_metrics_over_training", "gate_histograms", "attention_maps"):
             assert page.locator(f"figure#{key} img").count() == 1, key
         assert all(done and w > 0 and h > 0 for done, w, h in images)
         shot = page.screenshot(full_page=True)

@@ -98,6 +98,12 @@ class Tag(enum.StrEnum):
     """On a summary run: how many training runs it summarises."""
 
 
+SINK_HEAD_THRESHOLD = 0.3
+"""A head is a sink head when its first-token share exceeds this (the runner's
+``sink_heads_frac``; the line on the dashboards' plots): the epsilon of the sink metric of Gu et
+al. 2024, "When Attention Sink Emerges in Language Models" (ICLR 2025). Theirs averages over
+every query including the first; ours excludes query 0, as ``f_attn`` does."""
+
 NO_VALUE = "none"
 """A tag's value where a run has no such thing (the baseline's gate position)."""
 

@@ -233,7 +233,7 @@ def test_a_driver_killed_mid_sweep_resumes_and_every_run_ends_once(
 
 
 def _train_workers() -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [int(line.split()[0]) for line in out.splitlines() if "ray::train_task" in line]
 
 
@@ -319,7 +319,7 @@ def stop_processes_under(temp_dir: str) -> None:
     """Stop the Ray that `ray start --temp-dir TEMP_DIR` started, by process id (never a
     machine-wide `ray stop`): every process whose command line names its temp dir, and their
     children."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     roots = {int(line.split(None, 1)[0]) for line in out.splitlines()
              if temp_dir in line and str(os.getpid()) != line.split(None, 1)[0]}
     pids = set().union(*(process_tree(pid) for pid in roots)) if roots else set()
@@ -366,5 +366,7 @@ def test_ray_job_submit_runs_a_sweep_on_a_started_cluster(place: dict[str, str])
     finally:
         stop_processes_under(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    left = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True)
+    assert [line for line in left.stdout.splitlines() if ray_tmp in line] == []  # all stopped
     assert set(statuses(place["uri"]).values()) == {"finished"}
     assert len(runs_by_hash(place["uri"])) == 2

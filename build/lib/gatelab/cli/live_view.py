@@ -62,7 +62,8 @@ class LiveView:
             if p is not None and h not in self.done:
                 parts.append(f"{p.spec.id}@{p.recipe.lr:g}/s{p.recipe.seed} {step}/{total} "
                              f"loss {loss:.3f}")
-        self.bar.set_postfix_str(" | ".join(parts[:4]) + (" ..." if len(parts) > 4 else ""))
+        self.bar.set_postfix_str(" | ".join(parts[:4]) + (" ..." if len(parts) > 4 else ""),
+                                 refresh=False)
 
     def finished(self, p: PlannedRun, result: RunResult) -> None:
         self.done.add(p.run_hash)

@@ -6,22 +6,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from gatelab.cli.format import human_count, table
-from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN, RunStatus
+from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from gatelab.cli.variants import variant_row
-    from gatelab.registry.loader import load_all
+    from gatelab.registry.loader import load_all_valid
 
-    rows = [variant_row(spec) for spec in load_all()]
+    specs, errors = load_all_valid()
+    for err in errors:  # a bad file is named; the others are still listed
+        print(err, file=sys.stderr)
+    rows = [variant_row(spec) for spec in specs]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 1 if errors else 0
     headers = ("id", "pos", "granularity", "sharing", "combine", "activation", "input",
                "paper", "+params paper", "+params tiny")
     print(table(headers, [
@@ -34,7 +38,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]))
     print(f"\n{len(rows)} variants. +params paper: at the paper's 15A2B shape "
           "(24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128); counted from built modules.")
-    return 0
+    if errors:
+        print(f"{len(errors)} spec file(s) are invalid and left out (above)", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -60,17 +66,25 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from gatelab.registry.errors import SpecError
     from gatelab.registry.hashing import spec_hash
-    from gatelab.registry.loader import load_spec
+    from gatelab.registry.loader import load_all_valid, load_spec
 
     bad = 0
+    known = {spec_hash(s): s.id for s in load_all_valid()[0]}
+    seen: dict[str, str] = {}
     for path in args.files:
         try:
             spec = load_spec(Path(path))
         except SpecError as err:
             bad += 1
             print(err, file=sys.stderr)
-        else:
-            print(f"ok       {path}  (id {spec.id}, hash {spec_hash(spec)})")
+            continue
+        h = spec_hash(spec)
+        print(f"ok       {path}  (id {spec.id}, hash {h})")
+        twin = seen.get(h) or (known[h] if known.get(h, spec.id) != spec.id else None)
+        if twin is not None:
+            print(f"note     {path}: builds the same model as {twin!r} (architecture hash {h}); "
+                  "a sweep naming both trains it once")
+        seen.setdefault(h, spec.id)
     if bad:
         print(f"{bad} of {len(args.files)} spec files are invalid", file=sys.stderr)
     return 1 if bad else 0
@@ -80,26 +94,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     from gatelab.cli.live_view import TrainBar
     from gatelab.cli.train_summary import format_summary
     from gatelab.registry.loader import load_variant
+    from gatelab.runners.run.lease import LeaseOwner
     from gatelab.runners.run.recipe import load_recipe
     from gatelab.runners.run.resources import Resources
     from gatelab.runners.run.train import train
 
     overrides: dict[str, object] = {}
+    origins: dict[str, str] = {}  # where each override came from, for error messages
     for key in ("steps", "lr", "seed", "batch_size", "seq_len", "size", "tokens"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+            origins[key] = "--" + key.replace("_", "-")
     for item in args.set or []:
         key, _, value = item.partition("=")
         overrides[key] = _parse_value(value)
+        origins[key] = f"--set {item}"
     spec = load_variant(args.variant)
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, overrides, origins)
     resources = Resources(device=args.device, precision=args.precision, backend=args.backend,
                           threads=args.threads, tracking_uri=args.tracking_uri,
                           experiment=args.experiment, work_dir=Path(args.work_dir))
     resources.numerics()  # an impossible device or kernel fails before anything starts
+    def waiting(owner: LeaseOwner) -> None:
+        _say(f"gatelab train: this run is being trained by {owner.describe()}; waiting for it "
+             "(its result is shown when it ends; Ctrl-C leaves it alone)")
+
     with TrainBar(spec.id, enabled=not args.no_progress) as bar:
-        result = train(spec, recipe, resources, on_progress=bar.update)
+        result = train(spec, recipe, resources, on_progress=bar.update, on_wait=waiting)
     print(format_summary(spec.id, result))
     return 0 if result.status in DONE_STATUSES else 1
 
@@ -110,6 +132,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from gatelab.runners.sweep.context import SweepContext
     from gatelab.runners.sweep.driver import dry_run, plan_sweep, run_plan
     from gatelab.runners.sweep.lr_search import run_search
+    from gatelab.runners.sweep.plan import plan_notes
     from gatelab.runners.sweep.spec import get_sweep
     from gatelab.shipped import sweeps_file
 
@@ -131,6 +154,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         todo = [p for p in plan if p.state in TO_TRAIN]
         _say(f"sweep {args.name}: {len(plan)} runs, {len(plan) - len(todo)} already "
              f"recorded, {len(todo)} to run")
+        for note in plan_notes(plan):
+            _say(note)
         if not todo:
             _say("nothing to run: every run of this sweep is already recorded")
         view = LiveView(todo, enabled=not args.no_progress)
@@ -139,7 +164,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         finally:
             view.close()
         print(format_summary(args.name, summary))
-        failed = any(r.status is RunStatus.FAILED for r in summary)
+        failed = any(r.status not in DONE_STATUSES for r in summary)
     where = ctx.uri
     print(f"\nResults: MLflow store {where}, experiment {args.experiment!r}, runs tagged "
           f"{SWEEP_TAG_PREFIX}{args.name}=1.")
@@ -295,14 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.ablations:
-        import os
-
         from gatelab.shipped import ABLATIONS_ENV
 
         os.environ[ABLATIONS_ENV] = os.pathsep.join(str(Path(d).resolve())
                                                     for d in args.ablations)
-    # MLflow announces every SQLite schema set-up at INFO; users need only its warnings.
+    # MLflow announces every SQLite schema set-up at INFO; users need only its warnings. Its
+    # loggers read this at import (which comes later), as do the Ray workers started here.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # What gatelab's packages report on the way (a checkpoint moved aside, ...): one line each.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"gatelab {args.command}: %(message)s"))
+    logging.getLogger("gatelab").addHandler(handler)
+    logging.getLogger("gatelab").setLevel(logging.INFO)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from gatelab.cli.format import table
-from gatelab.contract import PlanState, RunStatus
+from gatelab.contract import DONE_STATUSES, PlanState
 from gatelab.runners.sweep.driver import SUMMARY_KEYS, SummaryRow
 from gatelab.runners.sweep.lr_search import SearchRow
 from gatelab.runners.sweep.plan import PlanReport
 
+RETRY_HINT = "rerun with --retry-failed once the cause is fixed"
 STALE_HINT = ("stale: recorded by this sweep under an identity that no longer matches (a size "
               "preset, the corpus, the recipe, the numerics or gatelab's identity rules "
               "changed); the sweep trains it anew and the old run leaves the sweep")
@@ -22,6 +23,11 @@ def format_plan(report: PlanReport) -> str:
                            [(p.spec.id, f"{p.recipe.lr:g}", p.recipe.seed, p.run_hash,
                              p.state.value) for p in report.runs]))
     lines.extend(report.notes)
+    failed = [p for p in report.runs if p.state is PlanState.FAILED]
+    if failed:
+        lines.append(f"failed before ({RETRY_HINT}):")
+        lines.extend(f"  {p.spec.id} lr={p.recipe.lr:g} seed={p.recipe.seed}: "
+                     f"{p.failure or 'no cause recorded'}" for p in failed)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(report.counts.items()))
     lines.append(f"{len(report.runs)} runs: {counts or 'none'}")
     if any(p.state is PlanState.STALE for p in report.runs):
@@ -43,12 +49,13 @@ def format_summary(name: str, rows: list[SummaryRow]) -> str:
     body = table(("variant", "lr", "seed", "status", *SUMMARY_KEYS),
                  [(r.variant, f"{r.lr:g}", r.seed, r.status.value,
                    *(_fmt(r.metrics[k]) for k in SUMMARY_KEYS)) for r in rows])
-    failures = [f"  {r.variant} lr={r.lr:g} seed={r.seed}: {r.cause}"
-                for r in rows if r.status is RunStatus.FAILED and r.cause]
+    failures = [f"  {r.variant} lr={r.lr:g} seed={r.seed}: {r.status.value}"
+                f"{'' if r.ran_now else ' (recorded earlier)'}: {r.cause or 'no cause recorded'}"
+                for r in rows if r.status not in DONE_STATUSES]
     ran = sum(r.ran_now for r in rows)
     text = f"\nsweep {name}: {ran} ran now, {len(rows) - ran} already recorded\n{body}"
     if failures:
-        text += "\nfailures:\n" + "\n".join(failures)
+        text += f"\nnot finished ({RETRY_HINT}):\n" + "\n".join(failures)
     return text
 
 

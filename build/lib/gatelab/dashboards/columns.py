@@ -55,9 +55,10 @@ RUN_COLUMNS: dict[str, DType] = {
 
 FINAL_METRICS: tuple[str, ...] = (
     "val_loss", "val_ppl", "val_bpb", "val_loss_ctx1x", "val_loss_ctx2x", "val_loss_ctx4x",
-    "f_attn", "m_act", "gate_score.mean", "gate_score.frac_below_0.01",
-    "gate_score.frac_below_0.1", "loss_spikes", "spike_score", "max_grad_norm",
-    "tokens_per_s", "train_time_s", "params", "tokens", "steps",
+    "f_attn", "m_act", "sink_head_max", "sink_heads_frac", "value_drain", "resid_peak_first",
+    "gate_score.mean", "gate_score.frac_below_0.01", "gate_score.frac_below_0.1",
+    "loss_spikes", "spike_score", "max_grad_norm", "tokens_per_s", "train_time_s", "params",
+    "tokens", "steps",
 )
 """Metrics every frame has as columns (null where a run did not record them)."""
 

@@ -5,6 +5,8 @@ the backend of a notebook that imports this is left alone).
   validation loss at its evaluation steps, one panel per setting.
 - ``loss_vs_lr``: final validation loss against the learning rate per variant; diverged LRs
   are marked with their count.
+- ``sink_metrics_over_training``: the largest head's first-token share per layer at each
+  evaluation, the baseline against the gates, with the sink-head threshold marked.
 - ``internals_per_layer``: ``f_attn`` and ``m_act`` per layer, the baseline against the gates.
 - ``gate_scores``: the mean gate score and the fraction of scores below 0.1, per layer.
 - ``gate_histograms``: the distribution of gate scores per gated variant (from each run's
@@ -25,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from gatelab.contract import SINK_HEAD_THRESHOLD
 from gatelab.dashboards.artifacts import RunArrays
 from gatelab.dashboards.columns import layer_columns
 from gatelab.dashboards.compare import REFERENCE, finished
@@ -36,6 +39,9 @@ DPI = 110
 MAX_HIST_PANELS = 9
 PREFERRED_MAPS = ("g1-elementwise", "g1-headwise")
 """Gated variants shown beside the baseline's attention maps when the runs have them."""
+SINK_METRIC = "sink_head_max"
+"""The runner's per-layer metric of the largest head's first-token share (``.layerXX``)."""
+SINK_PANEL_COLUMNS = 4
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -131,6 +137,13 @@ def _loss_panel(ax: Axes, hist: pl.DataFrame, colors: dict[str, str]) -> None:
     ax.legend(fontsize=8)
 
 
+def _band(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per step: the mean, min and max of ``value`` (over seeds)."""
+    return (rows.group_by("step")
+            .agg(pl.col("value").mean().alias("mean"), pl.col("value").min().alias("lo"),
+                 pl.col("value").max().alias("hi")).sort("step"))
+
+
 def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Path
                             ) -> Path | None:
     """``f_attn`` and ``m_act`` (means over layers) at each evaluation step, per variant of
@@ -151,9 +164,7 @@ def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Pat
         mine = hist.filter(pl.col("metric") == metric)
         for variant in sorted(mine["variant"].unique().to_list(),
                               key=lambda v: (v != REFERENCE, v)):
-            band = (mine.filter(pl.col("variant") == variant).group_by("step")
-                    .agg(pl.col("value").mean().alias("mean"), pl.col("value").min().alias("lo"),
-                         pl.col("value").max().alias("hi")).sort("step"))
+            band = _band(mine.filter(pl.col("variant") == variant))
             ax.plot(band["step"], band["mean"], color=colors[variant], marker="o", ms=3,
                     ls="--" if variant == REFERENCE else "-", label=variant)
             ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
@@ -166,6 +177,52 @@ def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Pat
         ax.legend(fontsize=8)
     fig.suptitle(f"{_setting_name(runs, sid)}\nattention on the first token and max |hidden "
                  "state| during training (mean over seeds, band = range)", fontsize=9)
+    return _save(fig, path)
+
+
+def sink_metrics_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Path
+                               ) -> Path | None:
+    """One panel per layer: ``sink_head_max`` (the largest head's first-token share) at each
+    evaluation step, per variant of the main setting (mean over seeds, band: the seeds'
+    range), with ``SINK_HEAD_THRESHOLD`` marked: whether a sink forms in a single head, which
+    ``f_attn``'s mean over heads hides. ``history``: the ``sink_head_max.layerXX`` points
+    (``Runs.history``); other metrics are ignored."""
+    sid = main_setting(runs)
+    if sid is None:
+        return None
+    fin = finished(runs).filter(pl.col("setting_id") == sid)
+    hist = history.join(fin.select("run_id", "variant"), on="run_id")
+    layers = layer_columns(hist["metric"].unique().to_list(), SINK_METRIC)
+    if not layers or hist.filter(pl.col("metric").is_in(layers))["step"].n_unique() < 2:
+        return None
+    colors = variant_colors(fin["variant"].to_list())
+    cols = min(SINK_PANEL_COLUMNS, len(layers))
+    rows = -(-len(layers) // cols)
+    fig = _figure(max(6.0, 3.6 * cols), 3.0 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    for k, (ax, metric) in enumerate(zip(axes, layers, strict=False)):
+        mine = hist.filter(pl.col("metric") == metric)
+        for variant in sorted(mine["variant"].unique().to_list(),
+                              key=lambda v: (v != REFERENCE, v)):
+            band = _band(mine.filter(pl.col("variant") == variant))
+            ax.plot(band["step"], band["mean"], color=colors[variant], marker="o", ms=3,
+                    ls="--" if variant == REFERENCE else "-", label=variant)
+            ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
+                            alpha=0.18, lw=0)
+        ax.axhline(SINK_HEAD_THRESHOLD, color="red", ls=":", lw=1,
+                   label=f"sink head (> {SINK_HEAD_THRESHOLD})")
+        ax.set_ylim(0.0, 1.0)
+        ax.set_title(f"layer {int(metric.rsplit('layer', 1)[1])}", fontsize=9)
+        ax.set_xlabel("step")
+        if k % cols == 0:
+            ax.set_ylabel("largest head's first-token share")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(layers):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{_setting_name(runs, sid)}\nthe most sink-like head of each layer during "
+                 "training (mean over seeds, band = range); dotted: the sink-head threshold of "
+                 "Gu et al. 2024", fontsize=9)
     return _save(fig, path)
 
 

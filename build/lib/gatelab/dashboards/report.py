@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from gatelab.dashboards import plots
-from gatelab.dashboards.columns import DONE_STATUSES
+from gatelab.dashboards.columns import DONE_STATUSES, layer_columns
 from gatelab.dashboards.compare import finished
 from gatelab.dashboards.render import markdown_table
 from gatelab.dashboards.report_html import render_html
@@ -30,7 +30,11 @@ def build_tables(runs: Runs) -> list[Table]:
               "reproduced: the paper's direction, p < 0.05; not reproduced: the opposite "
               "direction, p < 0.05; inconclusive at this scale: anything else, and always "
               "with fewer than two pairs of seeds. The statistic column gives the estimate, "
-              "its 95% interval, the test and n.", runs.verdicts()),
+              "its 95% interval, the test and n; for an inconclusive verdict it ends with the "
+              "power. From the seed-to-seed spread of the differences, for the same two-sided "
+              "t-test at p < 0.05 with 80% power: mde, the smallest difference detectable at "
+              "this n (the estimate's units); seeds_needed, the seeds (pairs) that would decide "
+              "the observed difference; power_note: why either is missing.", runs.verdicts()),
         Table("table1", "Table 1: perplexity against the baseline",
               "Per setting and variant: n finished runs (n_diverged left out of means); "
               "mean ± 95% t-interval over seeds; d_val_ppl: paired change against the baseline "
@@ -80,6 +84,15 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
             "forms, and whether a gate prevents it.",
             plots.internals_over_training(runs.frame, runs.history(["f_attn", "m_act"]),
                                           folder / "internals_over_training.png"))
+        sink_layers = layer_columns(runs.frame.columns, plots.SINK_METRIC)
+        if sink_layers:
+            add("sink_metrics_over_training", "Sink heads during training",
+                "The largest head's first-token share per layer at each evaluation, the "
+                "baseline (dashed) against the gated variants; dotted: the sink-head threshold "
+                f"{plots.SINK_HEAD_THRESHOLD} of Gu et al. 2024. A mean over heads (f_attn) "
+                "hides a sink that lives in one head.",
+                plots.sink_metrics_over_training(runs.frame, runs.history(sink_layers),
+                                                 folder / "sink_metrics_over_training.png"))
     add("loss_vs_lr", "Loss against learning rate", "Final validation loss per LR (mean ± 95% "
         "CI); x: LRs where runs diverged, with their count.",
         plots.loss_vs_lr(runs.frame, folder / "loss_vs_lr.png"))

@@ -9,6 +9,11 @@ pairs of seeds. A non-significant difference is never read as "no effect". Compa
 runs of the same setting and seed and pool the pairs over settings (an LR grid gives one pair
 per finished LR and seed). A claim whose variants were not run is left out; ``untested``
 lists those.
+
+Every t-test verdict also says how far it is from deciding, from the seed-to-seed spread of its
+differences (``stats.power_analysis``, 80% power, the same two-sided test at p < 0.05): ``mde``,
+the smallest effect detectable at this n, and ``seeds_needed``, the seeds (pairs) that would
+decide the observed effect. An inconclusive verdict's statistic ends with both.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ import polars as pl
 from gatelab.dashboards.columns import DType
 from gatelab.dashboards.compare import REFERENCE, completed, finished, paired_diff
 from gatelab.dashboards.lr_tolerance import lr_grid, lr_summary
-from gatelab.dashboards.stats import ALPHA, fisher_greater, one_sample_t_test
+from gatelab.dashboards.stats import (
+    ALPHA,
+    POWER,
+    Power,
+    fisher_greater,
+    one_sample_t_test,
+    power_analysis,
+    sd_from_ci95,
+)
 from gatelab.dashboards.tables import rank_agreement
 
 Verdict = Literal["reproduced", "not reproduced", "inconclusive at this scale"]
@@ -39,8 +52,12 @@ VERDICT_SCHEMA: dict[str, DType] = {
     "claim": pl.Utf8, "statement": pl.Utf8, "paper": pl.Utf8, "comparison": pl.Utf8,
     "n": pl.Int64, "estimate": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
     "p_value": pl.Float64, "verdict": pl.Utf8, "statistic": pl.Utf8, "note": pl.Utf8,
+    "mde": pl.Float64, "seeds_needed": pl.Int64, "power_note": pl.Utf8,
 }
-"""``n``: pairs of seeds (or runs) behind the estimate; ``estimate`` with its 95% interval."""
+"""``n``: pairs of seeds (or runs) behind the estimate; ``estimate`` with its 95% interval.
+``mde``: the smallest |difference| the test detects with 80% power at this n, in the
+estimate's units; ``seeds_needed``: pairs (runs, for a one-sample test) that would decide the
+observed difference with 80% power; ``power_note``: why either is missing."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,9 @@ class Evidence:
     verdict: Verdict
     statistic: str
     note: str | None = None
+    power: Power = Power(None, None, "not a t-test over seeds: no power computed")
+    unit: str = ""
+    """Of the estimate and ``power.mde``, as written after a number (" nats")."""
 
 
 def _sig(p: float | None) -> bool:
@@ -93,6 +113,22 @@ def _interval(row: dict[str, Any]) -> tuple[float | None, float | None]:
     return row["diff"] - row["diff_ci95"], row["diff"] + row["diff_ci95"]
 
 
+def _power(effect: float | None, ci95: float | None, n: int) -> Power:
+    """``power_analysis`` from a t-interval: its half-width gives back the seeds' spread."""
+    return power_analysis(effect, sd_from_ci95(ci95, n), n)
+
+
+def power_text(power: Power, unit: str = "") -> str:
+    """What an inconclusive verdict's statistic ends with: seeds needed and what is detectable
+    now, or why there is no number."""
+    if power.seeds_needed is not None and power.mde is not None:
+        return (f"would take about {power.seeds_needed} seeds ({POWER:.0%} power); detectable "
+                f"now: {_fmt(power.mde, 2)}{unit}")
+    if power.mde is not None:
+        return f"{power.note}; detectable now: {_fmt(power.mde, 2)}{unit}"
+    return f"power: {power.note}"
+
+
 @dataclass(frozen=True)
 class Claim:
     """A claim of the paper and how to test it on recorded runs."""
@@ -116,7 +152,8 @@ def paired(variant: str, metric: str, sign: int = -1, reference: str = REFERENCE
                 f"paired t-test p = {_fmt(row['p_value'], 2)}, n = {row['n_pairs']} pairs")
         return Evidence(f"{variant} − {reference}: {metric}", row["n_pairs"], row["diff"], low,
                         high, row["p_value"], _signed_verdict(row["diff"], row["p_value"], sign),
-                        stat, row["note"])
+                        stat, row["note"], _power(row["diff"], row["diff_ci95"], row["n_pairs"]),
+                        unit)
     return test
 
 
@@ -135,7 +172,7 @@ def sink_removed(variant: str) -> Callable[[pl.DataFrame], Evidence | None]:
                     f"{SINK_MIN_F_ATTN}; the paper's 0.467): there is nothing to remove")
             return Evidence(evidence.comparison, evidence.n, evidence.estimate, evidence.ci_low,
                             evidence.ci_high, evidence.p_value, INCONCLUSIVE,
-                            evidence.statistic, note)
+                            evidence.statistic, note, evidence.power, evidence.unit)
         return evidence
     return test
 
@@ -148,9 +185,12 @@ def headwise_keeps_gain(runs: pl.DataFrame) -> Evidence | None:
     if elem is None or head is None:
         return None
     n = int(head["n_pairs"])
+    power = Power(None, None, "a ratio of two gains: no power computed (see the power of "
+                  "gate-lowers-loss and headwise-lowers-loss)")
     if elem["diff"] is None or head["diff"] is None:
         return Evidence("gain(g1-headwise) / gain(g1-elementwise), val_loss", n, None, None,
-                        None, None, INCONCLUSIVE, "no paired runs", head["note"] or elem["note"])
+                        None, None, INCONCLUSIVE, "no paired runs", head["note"] or elem["note"],
+                        power)
     gain_e, gain_h = -elem["diff"], -head["diff"]
     ratio = gain_h / gain_e if gain_e > 0 else None
     h_low, h_high = _interval(head)
@@ -169,7 +209,7 @@ def headwise_keeps_gain(runs: pl.DataFrame) -> Evidence | None:
     low = -h_high / gain_e if h_high is not None and gain_e > 0 else None
     high = -h_low / gain_e if h_low is not None and gain_e > 0 else None
     return Evidence("gain(g1-headwise) / gain(g1-elementwise), val_loss", n, ratio, low, high,
-                    head["p_value"], verdict, stat, note or head["note"])
+                    head["p_value"], verdict, stat, note or head["note"], power)
 
 
 def gate_scores_sparse(runs: pl.DataFrame) -> Evidence | None:
@@ -188,8 +228,9 @@ def gate_scores_sparse(runs: pl.DataFrame) -> Evidence | None:
     if verdict == REPRODUCED and t.estimate is not None and t.estimate > 0.25:
         note = (f"below 0.5, but far from the paper's 0.116 (mean {t.estimate:.3f}): sparsity "
                 "has begun, not formed")
+    effect = None if t.estimate is None else t.estimate - 0.5
     return Evidence("g1-elementwise: gate_score.mean vs 0.5", t.n, t.estimate, t.low, t.high,
-                    t.p_value, verdict, stat, note)
+                    t.p_value, verdict, stat, note, _power(effect, t.ci95, t.n))
 
 
 def larger_stable_lr(runs: pl.DataFrame, variant: str = "g1-elementwise"
@@ -209,9 +250,11 @@ def larger_stable_lr(runs: pl.DataFrame, variant: str = "g1-elementwise"
     base, gated = rows[REFERENCE], rows[variant]
     comparison = f"{variant} vs {REFERENCE}: largest stable LR"
     ratio = gated["stable_lr_ratio"]
+    power = Power(None, None, "Fisher's exact test on divergence counts: no power computed")
     if base["n_lrs"] < 2:
         return Evidence(comparison, 0, ratio, None, None, None, INCONCLUSIVE,
-                        "one learning rate", "an LR grid is needed (e.g. the lr-tolerance sweep)")
+                        "one learning rate", "an LR grid is needed (e.g. the lr-tolerance sweep)",
+                        power)
     grid = lr_grid(runs).filter(pl.col("lr_setting_id") == sid)
 
     def counts(name: str, lr: float) -> tuple[int, int]:
@@ -225,7 +268,7 @@ def larger_stable_lr(runs: pl.DataFrame, variant: str = "g1-elementwise"
             f"{_fmt(base['largest_stable_lr'])} (ratio {_fmt(ratio, 3)})")
     if base["smallest_diverging_lr"] is None:
         return Evidence(comparison, 0, ratio, None, None, None, INCONCLUSIVE, stat,
-                        "the baseline diverged at no LR tried: extend the grid upwards")
+                        "the baseline diverged at no LR tried: extend the grid upwards", power)
     lr = base["smallest_diverging_lr"]
     kb, nb = counts(REFERENCE, lr)
     kg, ng = counts(variant, lr)
@@ -242,7 +285,8 @@ def larger_stable_lr(runs: pl.DataFrame, variant: str = "g1-elementwise"
         if _sig(p2):
             verdict, p = NOT_REPRODUCED, p2
     return Evidence(comparison, nb + ng, ratio, None, None, p, verdict, stat,
-                    None if nb > 1 else "one seed per LR: Fisher's test cannot reach p < 0.05")
+                    None if nb > 1 else "one seed per LR: Fisher's test cannot reach p < 0.05",
+                    power)
 
 
 def ranking_matches(runs: pl.DataFrame) -> Evidence | None:
@@ -255,7 +299,9 @@ def ranking_matches(runs: pl.DataFrame) -> Evidence | None:
             f"over {row['n_variants']} variants ({row['setting']})")
     return Evidence("our PPL order vs the paper's", row["n_variants"], row["spearman_rho"],
                     None, None, row["p_value"],
-                    _signed_verdict(row["spearman_rho"], row["p_value"], +1), stat, row["note"])
+                    _signed_verdict(row["spearman_rho"], row["p_value"], +1), stat, row["note"],
+                    Power(None, None, "Spearman's rank correlation over variants: no power "
+                          "computed"))
 
 
 CLAIMS: tuple[Claim, ...] = (
@@ -308,17 +354,23 @@ def _with_gap(runs: pl.DataFrame) -> pl.DataFrame:
 
 
 def verdicts(runs: pl.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> pl.DataFrame:
-    """One row per testable claim (``VERDICT_SCHEMA``)."""
+    """One row per testable claim (``VERDICT_SCHEMA``); an inconclusive verdict's statistic
+    ends with ``power_text``."""
     frame = _with_gap(runs)
     rows = []
     for claim in claims:
         e = claim.test(frame)
         if e is None:
             continue
+        statistic = e.statistic
+        if e.verdict == INCONCLUSIVE:
+            statistic += f"; {power_text(e.power, e.unit)}"
         rows.append({"claim": claim.id, "statement": claim.statement, "paper": claim.paper,
                      "comparison": e.comparison, "n": e.n, "estimate": e.estimate,
                      "ci_low": e.ci_low, "ci_high": e.ci_high, "p_value": e.p_value,
-                     "verdict": e.verdict, "statistic": e.statistic, "note": e.note})
+                     "verdict": e.verdict, "statistic": statistic, "note": e.note,
+                     "mde": e.power.mde, "seeds_needed": e.power.seeds_needed,
+                     "power_note": e.power.note})
     return pl.DataFrame(rows, schema=VERDICT_SCHEMA)
 
 

@@ -121,6 +121,20 @@ class SdpaSiLU(nn.Module):
         return F.silu(y_BTHK)
 
 
+SCALE_CONTROL = 0.5
+"""The constant of the ``scale`` control: sigmoid(0), the value every score of the default
+gate (normal(0, 0.02) weights, no bias) starts near."""
+
+
+class SdpaScale(nn.Module):
+    """A scale control: the SDPA output times a fixed constant, no parameters and no input. A
+    gain of the gate that this control also shows comes from rescaling the attention path at
+    initialisation, not from the gate."""
+
+    def forward(self, x_BTD: Tensor, y_BTHK: Tensor) -> Tensor:
+        return y_BTHK * SCALE_CONTROL
+
+
 class Passthrough(nn.Module):
     """No gate at this insertion point: returns ``y`` itself."""
 
@@ -143,6 +157,7 @@ def heads_at(position: Position, backbone: Backbone) -> tuple[int, int]:
 CONTROLS: dict[SdpaControl, Callable[[Backbone], nn.Module]] = {
     SdpaControl.GROUP_RMSNORM: lambda bb: GroupRMSNorm(bb.head_dim, bb.norm_eps),
     SdpaControl.SILU: lambda bb: SdpaSiLU(),
+    SdpaControl.SCALE: lambda bb: SdpaScale(),
 }
 
 

@@ -13,15 +13,20 @@ class Problem:
 
     field: str
     message: str
+    source: str | None = None
+    """Where the bad value came from when it is not the error's file: an override's origin
+    (``--lr``, ``sweeps.yaml: smoke.overrides.steps``). ``None``: the file itself."""
 
 
 class SpecError(ValueError):
-    """A spec file that cannot be used. ``str()`` gives one line per problem."""
+    """A spec file that cannot be used. ``str()`` gives one line per problem, each starting
+    with where its value came from: the problem's own ``source``, else the file."""
 
     def __init__(self, source: str, problems: list[Problem]):
         self.source = source
         self.problems = problems
-        super().__init__("\n".join(f"{source}: {p.field}: {p.message}" for p in problems))
+        super().__init__("\n".join(f"{p.source or source}: {p.field}: {p.message}"
+                                   for p in problems))
 
 
 def closest(name: str, known: Iterable[str]) -> str:

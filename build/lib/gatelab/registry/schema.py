@@ -60,6 +60,7 @@ class SdpaControl(enum.StrEnum):
 
     GROUP_RMSNORM = "group-rmsnorm"  # RMSNorm over each head's output ("GroupNorm"), ~0 params
     SILU = "silu"  # Y' = SiLU(Y), parameter-free
+    SCALE = "scale"  # Y' = 0.5 * Y: the default gate's value at init, no parameters, no input
 
 
 class NormPlacement(enum.StrEnum):
@@ -75,10 +76,12 @@ class GateInit:
     """Initialiser of W (or of P for an input-independent gate). ``None``: the paper's default,
     normal(0, ``std``) for an input-dependent gate and zeros for an input-independent one."""
     std: float = 0.02
-    """Standard deviation of the normal initialiser (unitless)."""
+    """Standard deviation of the normal initialiser (unitless). Allowed: > 0 and <= 10
+    (``rules.BOUNDS``, as every range below)."""
     bias: float | None = None
     """``None``: W has no bias (the paper). A number: W gets a bias parameter, initialised to
-    that value (e.g. +2.0 keeps a small-width sigmoid gate near 0.88 at the start)."""
+    that value (e.g. +2.0 keeps a small-width sigmoid gate near 0.88 at the start). Allowed:
+    >= -100 and <= 100."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,14 @@ class Capacity:
     so that the same spec builds at every size."""
 
     q_heads_mult: float = 1.0
-    """Multiplier on the number of query heads (T1 row 3: 1.5, i.e. 32 -> 48)."""
+    """Multiplier on the number of query heads (T1 row 3: 1.5, i.e. 32 -> 48). Allowed: > 0
+    and <= 64."""
     kv_heads_mult: float = 1.0
-    """Multiplier on the number of key/value heads (T1 row 2: 2, i.e. 4 -> 8)."""
+    """Multiplier on the number of key/value heads (T1 row 2: 2, i.e. 4 -> 8). Allowed: > 0
+    and <= 64."""
     extra_experts: int = 0
     """Experts added to the MoE FFN, in total and in the top-k (T1 row 4: 4); needs an MoE
-    size preset."""
+    size preset. Allowed: >= 0 and <= 1024."""
 
 
 @dataclass(frozen=True)

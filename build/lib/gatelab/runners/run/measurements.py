@@ -5,6 +5,14 @@
   layer; then averaged over layers.
 - ``m_act``: per layer, the maximum absolute value of that layer's output hidden state; then
   averaged over layers.
+- sinks per head (a mean over heads hides a sink that lives in one head), per layer and then
+  averaged over layers: ``sink_head_max``, the largest head's first-token share (``f_attn``'s
+  definition, per head); ``sink_heads_frac``, the fraction of heads whose share exceeds
+  ``SINK_HEAD_THRESHOLD``; ``value_drain``, the first token's value-state norm over the mean
+  value-state norm of the others (well below 1 at a sink: attention parked on the first token
+  adds little to the output);
+  ``resid_peak_first``, the fraction of sequences whose largest residual-stream norm at the
+  layer's output is at position 0 (the massive activation of a sink token).
 - gate scores: the values a gate multiplies (or adds), over elements, tokens and batches: their
   mean, and the fractions below 0.01 and 0.1, per layer and over all layers; and their
   histogram per layer (``HIST_EDGES``, with counts below 0 and above 1 kept apart).
@@ -26,6 +34,8 @@ from typing import Any
 
 import torch
 
+from gatelab.contract import SINK_HEAD_THRESHOLD
+from gatelab.model.attention import Attention
 from gatelab.model.transformer import GatedLM
 
 Tensor = torch.Tensor
@@ -44,6 +54,27 @@ def first_token_attention(probs_BHTS: Tensor) -> float:
 
 def max_abs_activation(hidden_BTD: Tensor) -> float:
     return hidden_BTD.detach().abs().max().item()
+
+
+
+
+def sink_heads_fraction(share_H: Tensor, threshold: float = SINK_HEAD_THRESHOLD) -> float:
+    """The fraction of heads whose first-token share (``first_token_attention_per_head``)
+    exceeds ``threshold``."""
+    return (share_H > threshold).double().mean().item()
+
+
+def value_drain(v_BTGK: Tensor) -> float:
+    """The first token's value-state L2 norm over the mean norm of tokens 1..T-1, per sequence
+    and kv head; averaged over both. Needs T >= 2."""
+    norms_BTG = v_BTGK.detach().double().norm(dim=-1)
+    return (norms_BTG[:, 0] / norms_BTG[:, 1:].mean(1)).mean().item()
+
+
+def residual_peak_first(hidden_BTD: Tensor) -> float:
+    """The fraction of sequences whose largest hidden-state L2 norm is at position 0."""
+    norms_BT = hidden_BTD.detach().double().norm(dim=-1)
+    return (norms_BT.argmax(dim=1) == 0).double().mean().item()
 
 
 HIST_BINS = 50
@@ -102,6 +133,13 @@ class Internals:
     attn_maps: Tensor | None = None
     """(layers, heads, n, n) float32: the first ``MAP_HEADS`` heads' probabilities over the first
     ``n = min(MAP_TOKENS, T)`` positions of the first measured sequence (rows: queries)."""
+    f_attn_heads: list[list[float]] = field(default_factory=list)
+    """Per layer, each head's first-token share (``f_attn`` is their mean); empty: not measured,
+    and the per-head metrics are left out."""
+    value_drain: list[float] = field(default_factory=list)
+    """Per layer, ``value_drain`` averaged over the measured batches."""
+    resid_peak_first: list[float] = field(default_factory=list)
+    """Per layer, the fraction of measured sequences whose peak residual norm is at token 0."""
 
     @property
     def f_attn_mean(self) -> float:
@@ -110,6 +148,24 @@ class Internals:
     @property
     def m_act_mean(self) -> float:
         return sum(self.m_act) / len(self.m_act)
+
+    @property
+    def sink_head_max(self) -> list[float]:
+        """Per layer, the largest head's first-token share."""
+        return [max(heads) for heads in self.f_attn_heads]
+
+    @property
+    def sink_heads_frac(self) -> list[float]:
+        """Per layer, the fraction of heads above ``SINK_HEAD_THRESHOLD``."""
+        return [sink_heads_fraction(torch.tensor(heads, dtype=torch.float64))
+                for heads in self.f_attn_heads]
+
+    def per_head_layers(self) -> dict[str, list[float]]:
+        """The per-head sink metrics by name, per layer (empty when they were not measured)."""
+        if not self.f_attn_heads:
+            return {}
+        return {"sink_head_max": self.sink_head_max, "sink_heads_frac": self.sink_heads_frac,
+                "value_drain": self.value_drain, "resid_peak_first": self.resid_peak_first}
 
     def gate_overall(self) -> dict[str, float] | None:
         if not self.gate_scores:
@@ -130,16 +186,23 @@ class Internals:
                 out[f"gate_score.{key}.layer{i:02d}"] = value
         for key, value in (self.gate_overall() or {}).items():
             out[f"gate_score.{key}"] = value
+        for name, per_layer in self.per_head_layers().items():
+            out[name] = sum(per_layer) / len(per_layer)
+            for i, value in enumerate(per_layer):
+                out[f"{name}.layer{i:02d}"] = value
         return out
 
     def arrays(self) -> dict[str, Any]:
         """What the metrics cannot hold, as numpy arrays for an ``.npz`` artifact:
-        ``gate_hist`` (gated layers, bins + 2), ``hist_edges``, ``attn_maps``, and the per-layer
-        ``f_attn`` and ``m_act``."""
+        ``gate_hist`` (gated layers, bins + 2), ``hist_edges``, ``attn_maps``, the per-layer
+        ``f_attn`` and ``m_act``, and ``f_attn_heads`` (layers, heads; (layers, 0) when not
+        measured)."""
         import numpy as np
 
         out: dict[str, Any] = {
             "f_attn": np.asarray(self.f_attn), "m_act": np.asarray(self.m_act),
+            "f_attn_heads": (np.asarray(self.f_attn_heads, dtype=np.float64)
+                             if self.f_attn_heads else np.zeros((len(self.f_attn), 0))),
             "hist_edges": HIST_EDGES.numpy(),
             "gate_hist": np.asarray([g.hist for g in self.gate_scores], dtype=np.int64
                                     ).reshape(len(self.gate_scores), HIST_BINS + 2),
@@ -151,16 +214,27 @@ class Internals:
 
 @torch.no_grad()
 def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
-    """f_attn, m_act and gate scores of ``model`` over the token batches ``batches``."""
+    """f_attn, m_act, the per-head sink metrics and gate scores of ``model`` over the token
+    batches ``batches`` (each (B, T), T >= 2); per-batch values are averaged over batches."""
     n_layers = len(model.blocks)
-    f_sums = [0.0] * n_layers
+    heads_sums = [torch.zeros(model.backbone.n_heads, dtype=torch.float64)
+                  for _ in range(n_layers)]
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]  # one per block
     m_max = [0.0] * n_layers
+    drain_sums = [0.0] * n_layers
+    peak_first = [0.0] * n_layers  # sequences whose peak residual norm is at token 0
     gate_stats = [GateScoreStats() for _ in model.gates()]
     hooks = []
     for i, block in enumerate(model.blocks):
         def block_hook(_m: object, _inp: object, out: tuple[Tensor, ...], i: int = i) -> None:
             m_max[i] = max(m_max[i], max_abs_activation(out[0]))
+            peak_first[i] += residual_peak_first(out[0]) * out[0].shape[0]
+
+        def value_hook(_m: object, _inp: object, v_BTGK: Tensor, i: int = i) -> None:
+            drain_sums[i] += value_drain(v_BTGK)
         hooks.append(block.register_forward_hook(block_hook))
+        # The value states after any G2 gate (a Passthrough returns wv's output itself).
+        hooks.append(attentions[i].gate_v.register_forward_hook(value_hook))
     for j, gate in enumerate(model.gates()):
         def gate_hook(_m: object, _inp: object, out: Tensor, j: int = j) -> None:
             gate_stats[j].add(out)
@@ -173,7 +247,7 @@ def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
             probs = model(idx_BT, return_probs=True).attn_probs
             assert probs is not None
             for i, p in enumerate(probs):
-                f_sums[i] += first_token_attention(p)
+                heads_sums[i] += first_token_attention_per_head(p).cpu()
             if maps is None:
                 n = min(MAP_TOKENS, idx_BT.shape[1])
                 maps = torch.stack([p[0, :MAP_HEADS, :n, :n] for p in probs]).float().cpu()
@@ -181,7 +255,11 @@ def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return Internals([f / len(batches) for f in f_sums], m_max, gate_stats, maps)
+    n_batches, n_seqs = len(batches), sum(b.shape[0] for b in batches)
+    heads = [(s / n_batches).tolist() for s in heads_sums]
+    return Internals([sum(h) / len(h) for h in heads], m_max, gate_stats, maps,
+                     f_attn_heads=heads, value_drain=[d / n_batches for d in drain_sums],
+                     resid_peak_first=[c / n_seqs for c in peak_first])
 
 
 class SpikeDetector:

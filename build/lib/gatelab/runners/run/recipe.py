@@ -1,25 +1,48 @@
 """The training recipe: everything about *how* a variant is trained, nothing about its shape.
 
 Named recipes are YAML files in ``recipes/`` (``--recipe NAME``; found in the order of
-``gatelab.shipped``), each naming its size preset; command-line flags override single fields.
-Which fields change a run's identity is ``gatelab.runners.run.setting``'s business: the
-numbers-changing ones do, cadence (``eval_every``, ``checkpoint_every``) and ``compile`` do not.
+``gatelab.shipped``), each naming its size preset; command-line flags and a sweep's overrides
+change single fields. Which fields change a run's identity is ``gatelab.runners.run.setting``'s
+business: the numbers-changing ones do, cadence (``eval_every``, ``checkpoint_every``) and
+``compile`` do not.
+
+Every number is checked where it is read: it must be finite and lie in its field's bound,
+declared once with ``bounded`` next to the field and stated in its docstring ("Allowed: ...").
+A problem is blamed on where its value came from: the recipe file, or the origin of an override
+(``--lr``, ``--set data.tokenizer=words``, ``sweeps.yaml: smoke.overrides.steps``).
+
+Recipes are plain data: interpolation (``${...}``, resolvers such as ``${oc.env:NAME}``) is
+rejected, in the file and in override values alike, before anything is resolved
+(``gatelab.registry.loader``), so no environment value or secret reaches a logged recipe.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gatelab.registry.errors import Problem, SpecError, closest
-from gatelab.registry.from_dict import from_dict
+from gatelab.registry.from_dict import Bound, bounded, from_dict
+from gatelab.registry.loader import PLAIN_DATA, interpolations, read_config
 from gatelab.runners.data.batches import WindowStart
-from gatelab.runners.data.tokenizer import TokenizerKind
+from gatelab.runners.data.tokenizer import MIN_BPE_VOCAB, TokenizerKind
 from gatelab.shipped import recipe_folders
+
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+MAX_STEPS = 1_000_000_000
+"""The most optimizer steps a recipe may ask for, directly or through ``tokens``."""
+LR_BOUND = Bound(gt=0, le=10)
+"""A peak learning rate: the recipe's ``lr``, a sweep's grid and its search range."""
+SEED_BOUND = Bound(ge=0, le=4_294_967_295)
+"""A seed: the recipe's ``seed`` and a sweep's seeds (every RNG takes 32 bits)."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +54,9 @@ class DataRecipe:
     tokenizer: TokenizerKind = TokenizerKind.BPE
     """``bpe`` (byte-level BPE trained on the train split) or ``bytes``
     (256 byte ids plus end-of-text: vocabulary 257)."""
-    vocab_size: int = 4096
-    """BPE vocabulary size; the model's embedding takes the tokenizer's actual size."""
+    vocab_size: int = bounded(4096, Bound(ge=MIN_BPE_VOCAB, le=1_048_576))
+    """BPE vocabulary size; the model's embedding takes the tokenizer's actual size.
+    Allowed: >= 258 and <= 1_048_576."""
     window_start: WindowStart = WindowStart.RANDOM
     """Where training and validation windows start: ``random`` (any token of the joined
     stream) or ``document`` (on an end-of-text token, so position 0 of every window is the
@@ -43,43 +67,63 @@ class DataRecipe:
 class Recipe:
     size: str = "tiny"
     """Size preset (``registry/presets.py``)."""
-    steps: int = 300
-    """Optimizer steps; ``tokens`` overrides it when set."""
-    tokens: int | None = None
-    """Training tokens; ``None``: use ``steps``."""
-    batch_size: int = 16
-    seq_len: int = 128
-    lr: float = 3e-3
-    """Peak learning rate after warmup."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate of the cosine decay, as a fraction of ``lr``."""
-    warmup_steps: int = 30
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    """Maximum global gradient norm; ``0`` disables clipping."""
-    seed: int = 0
-    eval_every: int = 100
-    """Steps between validation evaluations (and metric flushes to the tracking store)."""
-    eval_batches: int = 8
-    """Validation batches per evaluation (fixed windows, the same every time)."""
-    measure_batches: int = 2
-    """Validation batches for f_attn, m_act and gate scores (explicit attention path)."""
-    long_context: tuple[int, ...] = (1, 2, 4)
-    """Multiples of ``seq_len`` at which the final validation loss is measured."""
-    checkpoint_every: int = 100
+    steps: int = bounded(300, Bound(ge=1, le=MAX_STEPS))
+    """Optimizer steps; ``tokens`` overrides it when set. Allowed: >= 1 and <= 1_000_000_000."""
+    tokens: int | None = bounded(None, Bound(ge=1, le=1_000_000_000_000_000))
+    """Training tokens; ``None``: use ``steps``. Allowed: >= 1 and
+    <= 1_000_000_000_000_000, and at most 1_000_000_000 steps of ``batch_size * seq_len``."""
+    batch_size: int = bounded(16, Bound(ge=1, le=65_536))
+    """Sequences per optimizer step. Allowed: >= 1 and <= 65_536."""
+    seq_len: int = bounded(128, Bound(ge=1, le=1_048_576))
+    """Tokens per training sequence. Allowed: >= 1 and <= 1_048_576."""
+    lr: float = bounded(3e-3, LR_BOUND)
+    """Peak learning rate after warmup. Allowed: > 0 and <= 10."""
+    min_lr_ratio: float = bounded(0.1, Bound(ge=0, le=1))
+    """Final learning rate of the cosine decay, as a fraction of ``lr``.
+    Allowed: >= 0 and <= 1."""
+    warmup_steps: int = bounded(30, Bound(ge=0, le=MAX_STEPS))
+    """Steps of linear warmup (may exceed the run's steps: then it never reaches ``lr``).
+    Allowed: >= 0 and <= 1_000_000_000."""
+    weight_decay: float = bounded(0.1, Bound(ge=0, le=10))
+    """AdamW's decoupled weight decay. Allowed: >= 0 and <= 10."""
+    beta1: float = bounded(0.9, Bound(ge=0, lt=1))
+    """AdamW's first-moment decay. Allowed: >= 0 and < 1."""
+    beta2: float = bounded(0.95, Bound(ge=0, lt=1))
+    """AdamW's second-moment decay. Allowed: >= 0 and < 1."""
+    grad_clip: float = bounded(1.0, Bound(ge=0))
+    """Maximum global gradient norm; ``0`` disables clipping. Allowed: >= 0 (finite)."""
+    seed: int = bounded(0, SEED_BOUND)
+    """Seed of the model's initialisation and the batch order. Allowed: >= 0 and
+    <= 4_294_967_295."""
+    eval_every: int = bounded(100, Bound(ge=1, le=MAX_STEPS))
+    """Steps between validation evaluations (and metric flushes to the tracking store).
+    Allowed: >= 1 and <= 1_000_000_000."""
+    eval_batches: int = bounded(8, Bound(ge=1, le=1_000_000))
+    """Validation batches per evaluation (fixed windows, the same every time).
+    Allowed: >= 1 and <= 1_000_000."""
+    measure_batches: int = bounded(2, Bound(ge=1, le=1_000_000))
+    """Validation batches for f_attn, m_act and gate scores (explicit attention path).
+    Allowed: >= 1 and <= 1_000_000."""
+    long_context: tuple[int, ...] = bounded((1, 2, 4), Bound(ge=1, le=64))
+    """Multiples of ``seq_len`` at which the final validation loss is measured; at least one,
+    the first is the reported validation loss. Allowed: each >= 1 and <= 64."""
+    checkpoint_every: int = bounded(100, Bound(ge=1, le=MAX_STEPS))
+    """Steps between checkpoints. Allowed: >= 1 and <= 1_000_000_000."""
     compile: bool = False
     """``torch.compile`` the model (no speedup on CPU; ~40 s cold start). Not part of a run's
     identity."""
-    divergence_margin: float = 1.0
-    """After warmup, a loss this many nats above the first step's loss counts as divergence."""
-    spike_window: int = 50
-    """Steps in the rolling window a loss spike is measured against."""
-    spike_sigma: float = 4.0
+    divergence_margin: float = bounded(1.0, Bound(gt=0))
+    """After warmup, a loss this many nats above the first step's loss counts as divergence.
+    Allowed: > 0 (finite)."""
+    spike_window: int = bounded(50, Bound(ge=1, le=1_000_000))
+    """Steps in the rolling window a loss spike is measured against.
+    Allowed: >= 1 and <= 1_000_000."""
+    spike_sigma: float = bounded(4.0, Bound(gt=0))
     """A spike is a loss more than this many rolling standard deviations above the rolling
-    mean (and at least ``spike_min_nats`` above it)."""
-    spike_min_nats: float = 0.1
+    mean (and at least ``spike_min_nats`` above it). Allowed: > 0 (finite)."""
+    spike_min_nats: float = bounded(0.1, Bound(gt=0))
+    """The least excess over the rolling mean, in nats, that counts as a spike.
+    Allowed: > 0 (finite)."""
     data: DataRecipe = dataclasses.field(default_factory=DataRecipe)
 
     def total_steps(self) -> int:
@@ -101,34 +145,79 @@ def recipe_names() -> list[str]:
     return list(recipe_paths())
 
 
-def load_recipe(name: str = "tiny", overrides: dict[str, Any] | None = None) -> Recipe:
-    """The recipe ``NAME.yaml`` with ``overrides`` (dotted keys) applied."""
+def load_recipe(name: str = "tiny", overrides: Mapping[str, Any] | None = None,
+                origins: Mapping[str, str] | None = None) -> Recipe:
+    """The recipe ``NAME.yaml`` with ``overrides`` (dotted keys: ``data.tokenizer``) applied
+    in order. ``SpecError`` lists every problem: one in an overridden field (or under it) is
+    blamed on the override's origin, ``origins[key]`` (such as ``--lr`` or
+    ``sweeps.yaml: smoke.overrides.steps``; default ``override KEY``), as is an unknown key;
+    one in the file's own values is blamed on the file."""
     path = recipe_paths().get(name)
     if path is None:
         raise KeyError(f"unknown recipe preset {name!r}{closest(name, recipe_names())}; "
                        f"known: {', '.join(recipe_names())}")
-    conf = OmegaConf.load(path)
-    for key, value in (overrides or {}).items():
-        OmegaConf.update(conf, key, value, force_add=True)
-    data = OmegaConf.to_container(conf, resolve=True)
+    conf = read_config(path)
     problems: list[Problem] = []
-    recipe = from_dict(Recipe, data, problems)
-    problems += _check(recipe) if recipe is not None else []
+    blame: dict[str, str] = {}
+    for key, value in (overrides or {}).items():
+        origin = (origins or {}).get(key, f"override {key}")
+        if not _DOTTED.match(key):
+            problems.append(Problem(key or "<key>", f"{key!r} is not a field name (a dotted "
+                                    "name such as steps or data.tokenizer)", origin))
+            continue
+        blame.update(dict.fromkeys(_written(key, value), origin))
+        try:
+            OmegaConf.update(conf, key, value, force_add=True)
+        except OmegaConfBaseException as err:
+            reason = str(err).splitlines()[0]
+            malformed_interpolation = isinstance(value, str) and "${" in value
+            problems.append(Problem(key, f"{value!r} {PLAIN_DATA}" if malformed_interpolation
+                                    else f"{value!r} cannot be set: {reason}"))
+    interpolated = interpolations(conf)
+    problems += interpolated
+    recipe = None
+    if not interpolated:  # only plain data is read
+        recipe = from_dict(Recipe, OmegaConf.to_container(conf, resolve=False), problems)
+        problems += _check(recipe) if recipe is not None else []
     if problems or recipe is None:
-        raise SpecError(str(path), problems)
+        raise SpecError(str(path), [_blamed(p, blame) for p in problems])
     return recipe
 
 
+def _written(key: str, value: object) -> list[str]:
+    """The dotted fields an override writes: ``key``, or each leaf of a mapping it merges
+    (``data: {tokenizer: bytes}`` writes ``data.tokenizer`` only)."""
+    if isinstance(value, Mapping) and value:
+        return [f for k, v in value.items() for f in _written(f"{key}.{k}", v)]
+    return [key]
+
+
+def _blamed(problem: Problem, blame: Mapping[str, str]) -> Problem:
+    """``problem`` with its source set to the origin of the override that wrote its field: the
+    longest written field that is the problem's field, a parent of it (``long_context`` for
+    ``long_context[1]``) or under it (``lr.x`` turned ``lr`` into a mapping); unchanged
+    otherwise (the file's own value)."""
+    field = problem.field
+    keys = [k for k in blame if field == k or field.startswith((f"{k}.", f"{k}["))
+            or k.startswith(f"{field}.")]
+    if not keys:
+        return problem
+    return dataclasses.replace(problem, source=blame[max(keys, key=len)])
+
+
 def _check(recipe: Recipe) -> list[Problem]:
+    """The rules between fields (each field's own range is checked as it is read)."""
     from gatelab.registry.presets import PRESETS
 
     problems = []
     if recipe.size not in PRESETS:
         problems.append(Problem("size", f"{recipe.size!r} is not a size preset"
                                 f"{closest(recipe.size, PRESETS)}; known: {', '.join(PRESETS)}"))
-    for name in ("steps", "batch_size", "seq_len", "eval_every", "checkpoint_every"):
-        if getattr(recipe, name) < 1:
-            problems.append(Problem(name, f"{getattr(recipe, name)!r} must be >= 1"))
-    if recipe.lr <= 0:
-        problems.append(Problem("lr", f"{recipe.lr!r} must be > 0"))
+    if not recipe.long_context:
+        problems.append(Problem("long_context", "needs at least one multiple of seq_len "
+                                "(the first is the reported validation loss), e.g. [1]"))
+    if recipe.tokens is not None and recipe.total_steps() > MAX_STEPS:
+        problems.append(Problem("tokens", f"{recipe.tokens:_} tokens make "
+                                f"{recipe.total_steps():_} steps of {recipe.batch_size} x "
+                                f"{recipe.seq_len} tokens; at most {MAX_STEPS:_} steps allowed"))
     return problems

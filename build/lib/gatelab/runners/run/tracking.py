@@ -3,12 +3,19 @@
 With no tracking URI, MLflow 3's default is used: ``sqlite:///mlflow.db`` in the working
 directory. Metrics are buffered and sent with ``log_batch`` (one call per flush, never one per
 step). Runs are found again by the ``gatelab.run_hash`` tag, so a hash maps to one MLflow run.
+
+A SQLite store is checked before MLflow opens it (``check_sqlite_store``): a file that is not
+SQLite, a SQLite database that is not an MLflow store (never given MLflow's tables), one that
+another process holds locked, or a read-only file or folder is a ``TrackingError`` naming the
+URI, the cause and the fix, raised before any training starts.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
+import sqlite3
 import tempfile
 import time
 import urllib.error
@@ -39,6 +46,88 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite 3 database file."""
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments"})
+"""Tables every MLflow SQLite store has; a database holding anything else but not these is
+another program's."""
+LOCK_TIMEOUT_S = 5.0
+"""How long to wait for another process's write transaction on the store to end, in seconds."""
+
+
+def _unusable(uri: str, cause: str, fix: str | None) -> TrackingError:
+    """The error for the store ``uri``: why it cannot be used, and what to do besides passing
+    another ``--tracking-uri``."""
+    first = "" if fix is None else f"{fix}, or "
+    return TrackingError(f"the tracking store {uri} cannot be used: {cause}; {first}pass "
+                         "another --tracking-uri")
+
+
+def check_sqlite_writable(uri: str, db: Path) -> None:
+    """Raise ``TrackingError`` unless the SQLite store ``db`` of ``uri`` can be written: its
+    folder exists or can be created, and the folder and ``db`` (if there) are writable.
+    Permissions are read with ``os.access``, which a root process passes everywhere but on a
+    read-only file system."""
+    folder = db.parent
+    if not folder.is_dir():
+        ancestor = folder
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise _unusable(uri, f"its folder {folder} cannot be created ({ancestor} is a "
+                            "file)", f"move {ancestor} aside")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise _unusable(uri, f"its folder {folder} cannot be created ({ancestor} is "
+                            "read-only)", f"make {ancestor} writable")
+        return
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _unusable(uri, f"its folder {folder} is read-only (SQLite writes a journal beside "
+                        "the database)", f"make {folder} writable")
+    if db.is_dir():
+        raise _unusable(uri, f"{db} is a folder, not a database file",
+                        f"name a file in it (sqlite:///{db / 'mlflow.db'})")
+    if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+        raise _unusable(uri, f"{db} is read-only", f"make it writable (chmod u+rw {db})")
+
+
+def check_sqlite_store(uri: str, db: Path, timeout_s: float = LOCK_TIMEOUT_S) -> None:
+    """Raise ``TrackingError`` unless MLflow can use the SQLite store ``db`` of ``uri``:
+    ``check_sqlite_writable``, then ``db`` is missing, empty (a new store) or an MLflow store,
+    and no other process holds a write transaction on it for ``timeout_s``. Never writes to
+    ``db``: it reads the schema, then begins and rolls back a write transaction, which waits
+    for another's lock."""
+    check_sqlite_writable(uri, db)
+    if not db.exists():
+        return
+    with db.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    new_store = "move it aside to start a new store there (an empty file is one)"
+    if header and header != SQLITE_HEADER:
+        raise _unusable(uri, f"{db} is not a SQLite database", new_store)
+    con = sqlite3.connect(db, timeout=timeout_s, isolation_level=None)
+    try:
+        names = {name for (name,) in con.execute("SELECT name FROM sqlite_master")
+                 if not name.startswith("sqlite_")}
+        if names and not names >= MLFLOW_TABLES:
+            listed = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+            raise _unusable(uri, f"{db} is a SQLite database but not an MLflow store (it holds "
+                            f"{listed}; no {' or '.join(sorted(MLFLOW_TABLES - names))}), and "
+                            "gatelab leaves another program's database untouched", None)
+        con.execute("BEGIN IMMEDIATE")  # waits up to timeout_s for another writer to finish
+        con.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if "locked" not in str(err):
+            raise _unusable(uri, f"{db} cannot be read ({err})", new_store) from None
+        raise _unusable(uri, f"{db} is locked by another process holding a write transaction "
+                        f"(waited {timeout_s:g} s)", "end that process or its transaction "
+                        "(an open sqlite3 shell, a stuck run) and try again") from None
+    except sqlite3.DatabaseError as err:
+        raise _unusable(uri, f"{db} is not a readable SQLite database ({err})",
+                        new_store) from None
+    finally:
+        con.close()
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested dicts/lists as ``a.b.c -> str(value)`` params."""
     if isinstance(data, dict):
@@ -57,18 +146,24 @@ class RunTracker:
         self._buffer: list[Metric] = []
 
     @staticmethod
-    def client_for(uri: str | None) -> tuple[MlflowClient, str]:
-        """A client for ``uri`` (resolved). A SQLite store is opened under an exclusive lock on
-        ``<db>.lock``: MLflow creates and migrates a new database's tables on first use, and
-        two processes doing that at once fail (alembic's version row races)."""
+    def client_for(uri: str | None,
+                   lock_timeout_s: float = LOCK_TIMEOUT_S) -> tuple[MlflowClient, str]:
+        """A client for ``uri`` (resolved), or ``TrackingError`` if the store cannot be used
+        (``check_reachable``, ``check_sqlite_store``, which waits up to ``lock_timeout_s``
+        for another process's write transaction). A SQLite store is checked and opened under
+        an exclusive lock on ``<db>.lock``: MLflow creates and migrates a new database's tables
+        on first use, and two processes doing that at once fail (alembic's version row races);
+        under the lock, no check sees a store another gatelab process is half-way creating."""
         resolved = resolve_tracking_uri(uri)
         check_reachable(resolved)
         db = sqlite_path(resolved)
         if db is None:
             return MlflowClient(tracking_uri=resolved), resolved
+        check_sqlite_writable(resolved, db)  # before creating its folder and lock file
         db.parent.mkdir(parents=True, exist_ok=True)
         with open(db.with_name(db.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            check_sqlite_store(resolved, db, lock_timeout_s)
             client = MlflowClient(tracking_uri=resolved)  # creates the tables if missing
         return client, resolved
 

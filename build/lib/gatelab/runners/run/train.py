@@ -28,6 +28,7 @@ from gatelab.registry.schema import VariantSpec, architecture_dict, to_plain
 from gatelab.runners.data.batches import WindowStart, eval_batches, sample_batch, window_starts
 from gatelab.runners.data.tokens import TokenData, bits_per_byte, prepare_data
 from gatelab.runners.run.checkpoint import load_checkpoint, save_checkpoint
+from gatelab.runners.run.lease import Lease, LeaseOwner
 from gatelab.runners.run.measurements import SpikeDetector, diverged, measure_internals
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.provenance import git_state
@@ -223,35 +224,68 @@ def train(
     size: str | Backbone | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_eval: Callable[[EvalPoint], None] | None = None,
+    on_wait: Callable[[LeaseOwner], None] | None = None,
     tags: dict[str, str] | None = None,
 ) -> RunResult:
     """Train ``spec`` with ``recipe``; see the module docstring. ``size`` replaces the
     recipe's size preset (a name, or a backbone of one's own). ``tags`` are added to the
-    MLflow run (a sweep marks its runs with them), also when the hash is already done."""
+    MLflow run (a sweep marks its runs with them), also when the hash is already done.
+    Another process training the same hash holds its lease (``lease.py``): this call waits
+    for it (``on_wait`` is told who it is), then returns its result or resumes its run."""
     resources = resources or Resources()
     size = recipe.size if size is None else size
     setting = resolve_setting(spec, recipe, resources.numerics(), size)
-    rhash = setting.run_hash
     client, uri = RunTracker.client_for(resources.tracking_uri)
-    found = RunTracker.find(client, resources.experiment, rhash)
-    if found is not None and found.data.tags.get(Tag.STATUS) in DONE_STATUSES:
-        if tags:
-            RunTracker(client, found.info.run_id, uri).set_tags(tags)
-        summary = {k: v for k, v in found.data.metrics.items()}
-        return RunResult(found.info.run_id, rhash, RunStatus(found.data.tags[Tag.STATUS]),
-                         summary, skipped=True)
+    done = _recorded(client, uri, resources.experiment, setting.run_hash, tags)
+    if done is not None:
+        return done
+    with Lease(resources.work_dir, setting.run_hash).acquire(on_wait):
+        # Another process may have finished this hash while we waited for its lease.
+        done = _recorded(client, uri, resources.experiment, setting.run_hash, tags)
+        if done is not None:
+            return done
+        return _train_leased(setting, size, resources, client, uri, on_progress, on_eval, tags)
 
-    if resources.threads:
-        torch.set_num_threads(resources.threads)
-    data = prepare_data(setting.data_config(resources.work_dir / "cache"))
-    loop = _Loop(setting, size, resources, data)
+
+def _recorded(client: Any, uri: str, experiment: str, rhash: str,
+              tags: dict[str, str] | None) -> RunResult | None:
+    """The recorded result of a hash that finished or diverged, else ``None``."""
+    found = RunTracker.find(client, experiment, rhash)
+    if found is None or found.data.tags.get(Tag.STATUS) not in DONE_STATUSES:
+        return None
+    if tags:
+        RunTracker(client, found.info.run_id, uri).set_tags(tags)
+    summary = {k: v for k, v in found.data.metrics.items()}
+    return RunResult(found.info.run_id, rhash, RunStatus(found.data.tags[Tag.STATUS]),
+                     summary, skipped=True)
+
+
+def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resources,
+                  client: Any, uri: str, on_progress: Callable[[Progress], None] | None,
+                  on_eval: Callable[[EvalPoint], None] | None,
+                  tags: dict[str, str] | None) -> RunResult:
+    """Train (or resume) a hash this process holds the lease of."""
+    spec, recipe, rhash = setting.spec, setting.recipe, setting.run_hash
+    found = RunTracker.find(client, resources.experiment, rhash)
+    run_name = f"{spec.id}-{rhash[:8]}"
     ckpt_path = resources.work_dir / "checkpoints" / rhash / "last.pt"
-    saved = load_checkpoint(ckpt_path)
-    if saved is not None:
-        loop.load(saved)
+    try:
+        if resources.threads:
+            torch.set_num_threads(resources.threads)
+        data = prepare_data(setting.data_config(resources.work_dir / "cache"))
+        loop = _Loop(setting, size, resources, data)
+        saved = load_checkpoint(ckpt_path)
+        if saved is not None:
+            loop.load(saved)
+    except Exception as err:  # before its MLflow run was opened: record it failed all the same
+        failed = RunTracker.open(client, uri, resources.experiment, run_name,
+                                 found.info.run_id if found else None)
+        failed.set_tags({**run_tags(setting), **(tags or {}),
+                         Tag.FAILURE: f"{type(err).__name__}: {err}"[:5000]})
+        failed.close(RunStatus.FAILED, "FAILED")
+        raise
     resume_id = saved["run_id"] if saved is not None else (found.info.run_id if found else None)
-    tracker = RunTracker.open(client, uri, resources.experiment, f"{spec.id}-{rhash[:8]}",
-                              resume_id)
+    tracker = RunTracker.open(client, uri, resources.experiment, run_name, resume_id)
     commit, dirty = git_state()
     config = {"spec": to_plain(spec), "recipe": to_plain(recipe),
               "backbone": to_plain(loop.model.backbone), "numerics": setting.numerics.as_dict()}
@@ -324,10 +358,13 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
 
 def _internals_during_training(model: GatedLM, measure: list[torch.Tensor]
                                ) -> dict[str, float]:
-    """``f_attn`` and ``m_act`` (mean and per layer) at an evaluation step, so their history
-    shows when a sink or a massive activation forms; gate scores only at the end."""
+    """``f_attn``, ``m_act`` and the per-head sink metrics (mean and per layer) at an evaluation
+    step, so their history shows when a sink or a massive activation forms (all come from the
+    one explicit-probabilities pass); gate scores only at the end."""
     metrics = measure_internals(model, measure).metrics()
-    return {k: v for k, v in metrics.items() if k.startswith(("f_attn", "m_act"))}
+    during = ("f_attn", "m_act", "sink_head_max", "sink_heads_frac", "value_drain",
+              "resid_peak_first")
+    return {k: v for k, v in metrics.items() if k.split(".layer")[0] in during}
 
 
 def _val_metrics(val_loss: float, bytes_per_token: float) -> dict[str, float]:

@@ -24,7 +24,7 @@ from gatelab.contract import (
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.tracking import RunTracker
 from gatelab.runners.run.train import RunResult
-from gatelab.runners.sweep.context import SweepContext
+from gatelab.runners.sweep.context import SweepContext, check_schedulable, connect_ray
 from gatelab.runners.sweep.execute import SweepObserver, execute
 from gatelab.runners.sweep.lr_search import search_plan
 from gatelab.runners.sweep.plan import (
@@ -33,6 +33,7 @@ from gatelab.runners.sweep.plan import (
     estimate,
     expand,
     make_plan,
+    plan_notes,
     recorded_runs,
 )
 from gatelab.runners.sweep.spec import Sweep, get_sweep
@@ -76,7 +77,12 @@ def dry_run(name: str, ctx: SweepContext) -> PlanReport:
         return search_plan(name, sweep, ctx)
     plan, numerics = plan_sweep(name, ctx, sweep)
     recorded = recorded_runs(ctx.client, ctx.experiment)
-    return PlanReport(name, plan, numerics, estimate(plan, recorded, slots(sweep)))
+    notes = plan_notes(plan)
+    cores = os.cpu_count() or 1
+    if not ctx.joins_cluster and sweep.resources.cpus > cores:
+        notes.append(f"each run asks for {sweep.resources.cpus:g} CPUs but this machine has "
+                     f"{cores}: the sweep will refuse to start (lower resources.cpus)")
+    return PlanReport(name, plan, numerics, estimate(plan, recorded, slots(sweep)), notes)
 
 
 def leave_stale(ctx: SweepContext, plan: list[PlannedRun], name: str) -> None:
@@ -94,6 +100,9 @@ def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
             RunTracker(ctx.client, p.run_id, ctx.uri).set_tags(sweep_tag(name))
     leave_stale(ctx, plan, name)
     todo = [p for p in plan if p.state in TO_TRAIN]
+    if todo:
+        connect_ray(ctx.address)
+        check_schedulable(sweep.resources, name)
     results = execute(todo, sweep, ctx, name, numerics, observer) if todo else {}
     return summary_rows(plan, results, ctx)
 
@@ -105,10 +114,12 @@ def summary_rows(plan: list[PlannedRun], results: dict[str, RunResult], ctx: Swe
     for p in plan:
         run = recorded.get(p.run_hash)
         metrics = dict(run.data.metrics) if run is not None else {}
-        status = (parse_status(run.data.tags.get(Tag.STATUS)) if run is not None
-                  else None) or RunStatus.MISSING
         result = results.get(p.run_hash)
+        status = (parse_status(run.data.tags.get(Tag.STATUS)) if run is not None else None
+                  ) or (result.status if result else RunStatus.MISSING)
+        cause = result.cause if result and result.cause else (
+            run.data.tags.get(Tag.FAILURE) if run is not None else None)
         rows.append(SummaryRow(p.spec.id, p.recipe.lr, p.recipe.seed, p.run_hash, status,
-                               p.run_hash in results, result.cause if result else None,
+                               p.run_hash in results, cause,
                                {k: metrics.get(k) for k in SUMMARY_KEYS}))
     return rows

@@ -33,11 +33,11 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
             numerics: Numerics, observer: SweepObserver | None = None,
             board: Any = None) -> dict[str, RunResult]:
     """Submit each run as a Ray task and follow them; results by planned hash."""
+    connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
     import ray
 
     from gatelab.runners.sweep.ray_tasks import ProgressBoard, task_options, train_task
 
-    connect_ray(ctx.address)
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     options = task_options(sweep.resources, has_gpus)
     threads = sweep.resources.threads or max(1, int(sweep.resources.cpus))
@@ -72,8 +72,9 @@ def _collect(ref: Any, p: PlannedRun, ctx: SweepContext, name: str) -> RunResult
 
     try:
         result: RunResult = ray.get(ref)
-    except RayTaskError as err:  # the run raised: train() has already marked it failed
+    except RayTaskError as err:  # the run raised; train() records it, unless it never got there
         cause = f"{type(err.cause).__name__}: {err.cause}"
+        mark_failed(ctx, p, cause, name)
         return RunResult(None, p.run_hash, RunStatus.FAILED, cause=cause)
     except RayError as err:  # the worker died (killed, out of memory, node lost)
         cause = f"{type(err).__name__}: {str(err).splitlines()[0]}"
@@ -83,10 +84,12 @@ def _collect(ref: Any, p: PlannedRun, ctx: SweepContext, name: str) -> RunResult
 
 
 def mark_failed(ctx: SweepContext, p: PlannedRun, cause: str, name: str) -> None:
-    """Record a run whose worker died: its MLflow run (created if it never started) ends
-    ``failed`` with the cause."""
+    """Record a run that failed where ``train`` could not record it (its worker died, or it
+    failed before ``train`` began): its MLflow run (created if need be) ends ``failed`` with the
+    cause. A run already recorded as done or failed is left as it is."""
     found = RunTracker.find(ctx.client, ctx.experiment, p.run_hash)
-    if found is not None and found.data.tags.get(Tag.STATUS) in DONE_STATUSES:
+    status = found.data.tags.get(Tag.STATUS) if found is not None else None
+    if status in DONE_STATUSES or status == RunStatus.FAILED:
         return
     tracker = RunTracker.open(ctx.client, ctx.uri, ctx.experiment,
                               f"{p.spec.id}-{p.run_hash[:8]}",

@@ -18,7 +18,7 @@ from gatelab.contract import RunStatus
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.train import RunResult
-from gatelab.runners.sweep.context import SweepContext, connect_ray
+from gatelab.runners.sweep.context import SweepContext, check_schedulable, connect_ray
 from gatelab.runners.sweep.execute import SweepObserver, execute
 from gatelab.runners.sweep.plan import PlannedRun, PlanReport, make_plan, recorded_runs
 from gatelab.runners.sweep.spec import OptunaSearch, Sweep, selected_variants
@@ -109,13 +109,14 @@ def search_plan(name: str, sweep: Sweep, ctx: SweepContext) -> PlanReport:
 def run_search(name: str, sweep: Sweep, ctx: SweepContext,
                observer: SweepObserver | None = None) -> list[SearchRow]:
     """Run each variant's study to ``trials`` complete trials; return a row per study."""
+    connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
+    check_schedulable(sweep.resources, name)
     from gatelab.runners.sweep.ray_tasks import ProgressBoard
 
     search = sweep.search
     assert search is not None
     storage = storage_url(ctx.uri, ctx.work_dir)
     numerics = ctx.numerics(sweep.resources)
-    connect_ray(ctx.address)
     board = ProgressBoard.remote()  # type: ignore[attr-defined]
     rows = []
     for spec in selected_variants(sweep):

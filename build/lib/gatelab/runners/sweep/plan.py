@@ -9,6 +9,7 @@ variant, seed and LR under another identity (it is trained anew), and ``to run``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ class PlannedRun:
     stale_run_id: str | None = None
     """For ``stale``: the run the sweep recorded for this variant, seed and LR under an
     identity that no longer matches."""
+    same_as: tuple[str, ...] = ()
+    """Other variants of the sweep that build the same model with the same recipe: this one
+    run serves them all (reported, never silently merged)."""
+    failure: str | None = None
+    """For ``failed``: the recorded cause."""
 
     @property
     def spec(self) -> VariantSpec:
@@ -70,7 +76,8 @@ class PlannedRun:
         return {"variant": self.spec.id, "lr": self.recipe.lr, "seed": self.recipe.seed,
                 "hash": self.run_hash, "state": self.state.value,
                 "status": self.status.value if self.status else None, "run_id": self.run_id,
-                "stale_run_id": self.stale_run_id, "tokens": self.tokens,
+                "stale_run_id": self.stale_run_id, "same_as": list(self.same_as),
+                "failure": self.failure, "tokens": self.tokens,
                 "numerics": self.setting.numerics.as_dict()}
 
 
@@ -180,23 +187,35 @@ def make_plan(pairs: list[tuple[VariantSpec, Recipe]], recorded: dict[str, Any],
     """One ``PlannedRun`` per distinct hash, in order. With ``sweep_name``, a run that the
     sweep recorded under another identity makes its new hash ``stale``."""
     members = _sweep_members(recorded, sweep_name) if sweep_name else {}
-    plan: list[PlannedRun] = []
-    seen: set[str] = set()
+    plan: dict[str, PlannedRun] = {}
     for spec, recipe in pairs:
         setting = resolve_setting(spec, recipe, numerics)
         h = setting.run_hash
-        if h in seen:
+        if h in plan:
+            first = plan[h]
+            if spec.id != first.spec.id and spec.id not in first.same_as:
+                plan[h] = dataclasses.replace(first, same_as=(*first.same_as, spec.id))
             continue
-        seen.add(h)
         run = recorded.get(h)
         state = state_of(run, retry_failed)
         stale = members.get((spec.id, str(recipe.seed), str(recipe.lr)))
         stale_id = None
         if run is None and stale is not None and stale.data.tags.get(Tag.RUN_HASH) != h:
             state, stale_id = PlanState.STALE, stale.info.run_id
-        plan.append(PlannedRun(setting, state, run.info.run_id if run else None,
-                               status_of(run), stale_id))
-    return plan
+        failure = run.data.tags.get(Tag.FAILURE) if run is not None else None
+        plan[h] = PlannedRun(setting, state, run.info.run_id if run else None,
+                             status_of(run), stale_id, failure=failure)
+    return list(plan.values())
+
+
+def plan_notes(plan: list[PlannedRun]) -> list[str]:
+    """What a user should know about a plan beyond its table."""
+    notes = []
+    same = {(p.spec.id, *p.same_as) for p in plan if p.same_as}
+    for ids in sorted(same):
+        notes.append(f"{', '.join(ids)} build the same model: one run per seed and LR serves "
+                     "them all (their specs differ only in description)")
+    return notes
 
 
 def measured_tokens_per_s(recorded: dict[str, Any]) -> dict[str, float]:

@@ -2,23 +2,31 @@
 seeds, a learning-rate grid or an Optuna search, and resources per run.
 
 A sweep only *names* things that live elsewhere: variants (``ablations/``), a recipe
-(``recipes/``) with overrides, and resources. It is validated on load with the same quality
-of errors as a spec: an unknown variant names the closest ids.
+(``recipes/``) with overrides, and resources. ``load_sweeps`` validates every sweep of the file
+with the same quality of errors as a spec, before anything starts: an unknown variant id names
+the closest ids (ids are file names: no spec is loaded to check them), every number is finite
+and in its field's bound, and each sweep's recipe is loaded with its overrides, seeds and
+learning rates, so a bad value is blamed on ``<sweeps file>: <sweep>.overrides.<key>`` (or
+``.seeds[i]``, ``.lrs[i]``). A bad spec file fails only the sweeps that use it: ``get_sweep``
+loads the sweep's named variants, and every spec when it has a ``select`` (which might have
+chosen the bad file).
+
+Sweeps files are plain data: interpolation (``${...}``, resolvers such as ``${oc.env:NAME}``)
+is rejected before anything is resolved (``gatelab.registry.loader``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from gatelab.registry.errors import Problem, SpecError, closest
-from gatelab.registry.from_dict import from_dict
-from gatelab.registry.loader import load_all
+from gatelab.registry.from_dict import Bound, bounded, from_dict
+from gatelab.registry.loader import load_all, load_all_valid, load_variant, plain_data, spec_paths
 from gatelab.registry.schema import Position, VariantSpec
-from gatelab.runners.run.recipe import recipe_names
+from gatelab.runners.run.recipe import LR_BOUND, SEED_BOUND, load_recipe, recipe_names
 from gatelab.shipped import sweeps_file
 
 
@@ -28,8 +36,9 @@ class Selector:
 
     position: Position | None = None
     """Every variant with a gate at this position ("every G1 variant")."""
-    paper_table: int | None = None
-    """Every variant that reproduces a row of this table of the paper."""
+    paper_table: int | None = bounded(None, Bound(ge=1, le=99))
+    """Every variant that reproduces a row of this table of the paper.
+    Allowed: >= 1 and <= 99."""
     all: bool = False
     """Every variant in ``ablations/``."""
 
@@ -38,24 +47,30 @@ class Selector:
 class OptunaSearch:
     """A log-uniform search of the peak learning rate, per variant, with Optuna's TPE."""
 
-    trials: int = 8
-    """Trials per variant (a resumed study runs only the missing ones)."""
-    lr_min: float = 1e-4
-    lr_max: float = 1e-1
-    parallel: int = 2
-    """Trials of one variant in flight at once."""
-    sampler_seed: int = 0
+    trials: int = bounded(8, Bound(ge=1, le=100_000))
+    """Trials per variant (a resumed study runs only the missing ones).
+    Allowed: >= 1 and <= 100_000."""
+    lr_min: float = bounded(1e-4, LR_BOUND)
+    """Lowest learning rate searched, below ``lr_max``. Allowed: > 0 and <= 10."""
+    lr_max: float = bounded(1e-1, LR_BOUND)
+    """Highest learning rate searched. Allowed: > 0 and <= 10."""
+    parallel: int = bounded(2, Bound(ge=1, le=1024))
+    """Trials of one variant in flight at once. Allowed: >= 1 and <= 1024."""
+    sampler_seed: int = bounded(0, SEED_BOUND)
+    """Seed of the TPE sampler. Allowed: >= 0 and <= 4_294_967_295."""
 
 
 @dataclass(frozen=True)
 class RunResources:
     """What each run asks Ray for. Never part of a run's identity."""
 
-    cpus: float = 1.0
-    gpus: float = 0.25
-    """GPUs per run on a node that has GPUs (fractions share one); ignored where none exist."""
-    threads: int | None = None
-    """torch CPU threads per run; ``None``: ``max(1, int(cpus))``."""
+    cpus: float = bounded(1.0, Bound(gt=0, le=1024))
+    """CPUs per run (fractions share one). Allowed: > 0 and <= 1024."""
+    gpus: float = bounded(0.25, Bound(ge=0, le=64))
+    """GPUs per run on a node that has GPUs (fractions share one); ignored where none exist.
+    Allowed: >= 0 and <= 64."""
+    threads: int | None = bounded(None, Bound(ge=1, le=1024))
+    """torch CPU threads per run; ``None``: ``max(1, int(cpus))``. Allowed: >= 1 and <= 1024."""
 
 
 @dataclass(frozen=True)
@@ -67,34 +82,34 @@ class Sweep:
     recipe: str = "tiny"
     """A recipe name (``recipes/``, found as ``gatelab.shipped`` says)."""
     overrides: dict[str, Any] = field(default_factory=dict)
-    """Recipe fields to change (dotted keys), e.g. ``steps: 150``."""
-    seeds: tuple[int, ...] = (0,)
-    lrs: tuple[float, ...] = ()
-    """Peak learning rates to grid over; empty: the recipe's own."""
+    """Recipe fields to change (dotted keys), e.g. ``steps: 150``; checked as the recipe's."""
+    seeds: tuple[int, ...] = bounded((0,), SEED_BOUND)
+    """Recipe seeds, one run each. Allowed: each >= 0 and <= 4_294_967_295."""
+    lrs: tuple[float, ...] = bounded((), LR_BOUND)
+    """Peak learning rates to grid over; empty: the recipe's own.
+    Allowed: each > 0 and <= 10."""
     search: OptunaSearch | None = None
     """Search the learning rate instead of a grid (then ``lrs`` must be empty)."""
     resources: RunResources = field(default_factory=RunResources)
 
 
 def load_sweeps(path: Path | None = None) -> dict[str, Sweep]:
-    """Every sweep in the file (``None``: ``gatelab.shipped.sweeps_file()``), validated;
-    ``SpecError`` lists every problem."""
+    """Every sweep in the file (``None``: ``gatelab.shipped.sweeps_file()``), validated with
+    its recipe; ``SpecError`` lists every problem. Specs are not loaded (``get_sweep`` loads
+    the ones a sweep uses)."""
     path = sweeps_file(path)
-    try:
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except FileNotFoundError:
-        raise SpecError(str(path), [Problem("<file>", "does not exist")]) from None
-    except Exception as err:  # omegaconf/yaml parse errors
-        raise SpecError(str(path), [Problem("<yaml>", f"cannot be parsed: {err}")]) from None
+    raw = plain_data(path)
     if not isinstance(raw, dict):
         raise SpecError(str(path), [Problem("<top>", "must map sweep names to sweeps")])
     problems: list[Problem] = []
     sweeps: dict[str, Sweep] = {}
-    known = {spec.id for spec in load_all()}
+    known = set(spec_paths())
     for name, body in raw.items():
         sweep = from_dict(Sweep, body, problems, str(name))
         if sweep is not None:
             problems += _check(str(name), sweep, known)
+            if sweep.recipe in recipe_names():
+                problems += _recipe_problems(path, str(name), sweep)
             sweeps[str(name)] = sweep
     if problems:
         raise SpecError(str(path), problems)
@@ -102,16 +117,21 @@ def load_sweeps(path: Path | None = None) -> dict[str, Sweep]:
 
 
 def get_sweep(name: str, path: Path | None = None) -> Sweep:
+    """The sweep ``name`` of the file, validated, with the specs it uses: ``SpecError``
+    (naming the sweep and each invalid spec file) if a named variant's file is invalid, or if
+    it has a ``select`` and any spec file is."""
     path = sweeps_file(path)
     sweeps = load_sweeps(path)
     if name not in sweeps:
         raise KeyError(f"unknown sweep {name!r}{closest(name, sweeps)} in {path}; "
                        f"known: {', '.join(sweeps)}")
+    problems = _spec_problems(name, sweeps[name])
+    if problems:
+        raise SpecError(str(path), problems)
     return sweeps[name]
 
 
 def _check(name: str, sweep: Sweep, known: set[str]) -> list[Problem]:
-
     problems = []
     for i, variant in enumerate(sweep.variants):
         if variant not in known:
@@ -127,8 +147,10 @@ def _check(name: str, sweep: Sweep, known: set[str]) -> list[Problem]:
         problems.append(Problem(f"{name}.lrs", "give either an lrs grid or a search, not both"))
     if not sweep.seeds:
         problems.append(Problem(f"{name}.seeds", "needs at least one seed"))
-    if sweep.search is not None and not 0 < sweep.search.lr_min < sweep.search.lr_max:
-        problems.append(Problem(f"{name}.search", "needs 0 < lr_min < lr_max"))
+    search = sweep.search
+    if search is not None and not search.lr_min < search.lr_max:
+        problems.append(Problem(f"{name}.search", f"needs lr_min < lr_max, got lr_min "
+                                f"{search.lr_min!r} and lr_max {search.lr_max!r}"))
     for key in ("seed", "lr"):
         if key in sweep.overrides:
             problems.append(Problem(f"{name}.overrides.{key}",
@@ -136,17 +158,60 @@ def _check(name: str, sweep: Sweep, known: set[str]) -> list[Problem]:
     return problems
 
 
+def _recipe_problems(path: Path, name: str, sweep: Sweep) -> list[Problem]:
+    """What is wrong with the sweep's recipe as each of its runs would load it: a problem is
+    blamed on the override, seed or learning rate that set the field, or on the recipe file.
+    ``seed`` and ``lr`` overrides are left out (``_check`` rejects them)."""
+    where = f"{path}: {name}"
+    overrides = {k: v for k, v in sweep.overrides.items() if k not in ("seed", "lr")}
+    origins = {key: f"{where}.overrides.{key}" for key in overrides}
+    runs: list[tuple[dict[str, Any], dict[str, str]]] = [({}, {})]
+    runs += [({"seed": seed}, {"seed": f"{where}.seeds[{i}]"})
+             for i, seed in enumerate(sweep.seeds)]
+    runs += [({"lr": lr}, {"lr": f"{where}.lrs[{i}]"}) for i, lr in enumerate(sweep.lrs)]
+    problems: list[Problem] = []
+    for extra, extra_origins in runs:
+        try:
+            load_recipe(sweep.recipe, {**overrides, **extra}, {**origins, **extra_origins})
+        except SpecError as err:
+            for p in err.problems:
+                blamed = p if p.source else dataclasses.replace(p, source=err.source)
+                if blamed not in problems:
+                    problems.append(blamed)
+    return problems
+
+
+def _spec_problems(name: str, sweep: Sweep) -> list[Problem]:
+    """The invalid spec files the sweep would read: its named variants' files, and every spec
+    file when it has a ``select``."""
+    problems: list[Problem] = []
+    for i, variant in enumerate(sweep.variants):
+        try:
+            load_variant(variant)
+        except SpecError as err:
+            problems += [Problem(f"{name}.variants[{i}]", f"{variant!r} is invalid: "
+                                 f"{p.source or err.source}: {p.field}: {p.message}")
+                         for p in err.problems]
+    if sweep.select is not None:
+        _, errors = load_all_valid()
+        problems += [Problem(f"{name}.select", f"reads every spec file, and "
+                             f"{p.source or err.source} is invalid: {p.field}: {p.message}")
+                     for err in errors for p in err.problems]
+    return problems
+
+
 def selected_variants(sweep: Sweep) -> list[VariantSpec]:
-    """The sweep's variants: its ids in order, then its selection, without repeats."""
-    specs = {spec.id: spec for spec in load_all()}
-    chosen = list(sweep.variants)
+    """The sweep's variants: its ids in order, then its selection, without repeats. Only the
+    named variants' files are read, and every spec file for a ``select``: an invalid one
+    raises its ``SpecError`` (``get_sweep`` reports them all, naming the sweep)."""
+    specs = {variant: load_variant(variant) for variant in sweep.variants}
     sel = sweep.select
     if sel is not None:
-        for spec in specs.values():
+        for spec in load_all():
             by_position = sel.position is not None and spec.gate is not None and (
                 spec.gate.position is sel.position)
             by_table = sel.paper_table is not None and any(
                 p.table == sel.paper_table for p in spec.paper)
-            if (sel.all or by_position or by_table) and spec.id not in chosen:
-                chosen.append(spec.id)
-    return [specs[v] for v in chosen]
+            if sel.all or by_position or by_table:
+                specs.setdefault(spec.id, spec)
+    return list(specs.values())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -118,9 +119,15 @@ def test_the_wheel_works_outside_the_repository(tmp_path: Path) -> None:
     """Built, installed (not editable) into a fresh virtual environment that reuses this
     environment's dependencies, and run from a folder holding its own model.py and
     registry.py: `gatelab list --json` and a 20-step tiny training run."""
+    # Built from a copy of the sources: setuptools writes build/ beside them, and a stale
+    # build/ in the checkout could slip old modules into the wheel.
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "out", ".gatelab", "mlflow.db*", "mlruns",
+        "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"))
     dist = tmp_path / "dist"
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+                            "--no-build-isolation", "-q", "-w", str(dist), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     (wheel,) = dist.glob("gatelab-*.whl")

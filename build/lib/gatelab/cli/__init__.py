@@ -1,1 +1,0 @@
-"""The ``gatelab`` command line: parsing, and every table and message it prints."""

@@ -1,1 +1,0 @@
-"""The shipped training recipes: one YAML file per recipe (package data, ``gatelab.recipes``)."""

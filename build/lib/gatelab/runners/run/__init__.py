@@ -1,2 +1,0 @@
-"""One training run: the recipe, its identity, the loop, the measurements, checkpoints and
-the MLflow run it writes."""

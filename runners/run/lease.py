@@ -1,7 +1,8 @@
 """One training per hash, across processes and nodes: a lease file per run hash.
 
-A lease is ``<work_dir>/leases/<run hash>.json``, created atomically (``O_CREAT | O_EXCL``)
-before the MLflow run is created or resumed, holding its owner (host, pid, since). The owner
+A lease is ``<work_dir>/leases/<run hash>.json``, created atomically and complete (written
+to a private file, then hard-linked to its name, which fails if the name exists) before the
+MLflow run is created or resumed, holding its owner (host, pid, since). The owner
 touches it every ``HEARTBEAT_S`` from a background thread; a lease whose heartbeat is older
 than ``STALE_AFTER_S``, or whose owner is a process of this host that no longer exists, is
 stale and taken over (removed under a mutex file, so two contenders cannot both take it). Processes
@@ -65,11 +66,16 @@ class Lease:
     def holder(self) -> LeaseOwner | None:
         """Who holds the lease now (``None``: nobody, or a holder that is gone)."""
         try:
-            data = json.loads(self.path.read_text())
             age = time.time() - self.path.stat().st_mtime
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            text = self.path.read_text()
+        except FileNotFoundError:
             return None
-        owner = LeaseOwner(**data)
+        try:
+            owner = LeaseOwner(**json.loads(text))
+        except (json.JSONDecodeError, TypeError):
+            # Not written by this module: held until its time stamp says it is stale.
+            unknown = LeaseOwner("an unknown host", -1, time.time() - age, "")
+            return None if age > STALE_AFTER_S else unknown
         gone = owner.host == socket.gethostname() and not _alive(owner.pid)
         return None if gone or age > STALE_AFTER_S else owner
 
@@ -77,15 +83,17 @@ class Lease:
         """One attempt: (taken, the live holder if another process has it)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = _me()
+        mine = self.path.with_name(f"{self.path.name}.{me.token}")
+        mine.write_text(json.dumps(vars(me)))
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(mine, self.path)  # atomic, and the lease is never seen half written
         except FileExistsError:
             holder = self.holder()
             if holder is None:
                 self._take_aside()
             return False, holder
-        with os.fdopen(fd, "w") as f:
-            json.dump(vars(me), f)
+        finally:
+            mine.unlink(missing_ok=True)
         self.owner = me
         self._start_heartbeat()
         return True, None

@@ -137,6 +137,16 @@ def _loss_panel(ax: Axes, hist: pl.DataFrame, colors: dict[str, str]) -> None:
     ax.legend(fontsize=8)
 
 
+def _draw_bands(ax: Axes, mine: pl.DataFrame, colors: dict[str, str]) -> None:
+    """One line per variant (the baseline first, dashed) with its band over seeds."""
+    for variant in sorted(mine["variant"].unique().to_list(), key=lambda v: (v != REFERENCE, v)):
+        band = _band(mine.filter(pl.col("variant") == variant))
+        ax.plot(band["step"], band["mean"], color=colors[variant], marker="o", ms=3,
+                ls="--" if variant == REFERENCE else "-", label=variant)
+        ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
+                        alpha=0.18, lw=0)
+
+
 def _band(rows: pl.DataFrame) -> pl.DataFrame:
     """Per step: the mean, min and max of ``value`` (over seeds)."""
     return (rows.group_by("step")
@@ -162,13 +172,7 @@ def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Pat
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("f_attn", "m_act"), strict=True):
         mine = hist.filter(pl.col("metric") == metric)
-        for variant in sorted(mine["variant"].unique().to_list(),
-                              key=lambda v: (v != REFERENCE, v)):
-            band = _band(mine.filter(pl.col("variant") == variant))
-            ax.plot(band["step"], band["mean"], color=colors[variant], marker="o", ms=3,
-                    ls="--" if variant == REFERENCE else "-", label=variant)
-            ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
-                            alpha=0.18, lw=0)
+        _draw_bands(ax, mine, colors)
         if metric == "f_attn":
             _mark_uniform_share(ax, fin)
         ax.set_xlabel("step")
@@ -202,13 +206,7 @@ def sink_metrics_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: 
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
     for k, (ax, metric) in enumerate(zip(axes, layers, strict=False)):
         mine = hist.filter(pl.col("metric") == metric)
-        for variant in sorted(mine["variant"].unique().to_list(),
-                              key=lambda v: (v != REFERENCE, v)):
-            band = _band(mine.filter(pl.col("variant") == variant))
-            ax.plot(band["step"], band["mean"], color=colors[variant], marker="o", ms=3,
-                    ls="--" if variant == REFERENCE else "-", label=variant)
-            ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
-                            alpha=0.18, lw=0)
+        _draw_bands(ax, mine, colors)
         ax.axhline(SINK_HEAD_THRESHOLD, color="red", ls=":", lw=1,
                    label=f"sink head (> {SINK_HEAD_THRESHOLD})")
         ax.set_ylim(0.0, 1.0)

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 
 from gatelab.contract import resolve_tracking_uri, sqlite_path
+from gatelab.processes import pid_alive
 
 HOST = "127.0.0.1"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -148,7 +149,7 @@ def listens_on(root: int, port: int) -> bool:
     """Whether ``root`` or a process below it holds a socket listening on TCP ``port``. Where
     there is no ``/proc`` to read (not Linux), whether ``root`` is alive."""
     if not Path("/proc/net/tcp").exists():
-        return _alive(root)
+        return pid_alive(root)
     wanted = _listening_sockets(port)
     for pid in _descendants(root):
         try:
@@ -162,16 +163,6 @@ def listens_on(root: int, port: int) -> bool:
             except OSError:
                 continue
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _answers(url: str) -> bool:

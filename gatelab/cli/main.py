@@ -232,6 +232,14 @@ TRACKING_HELP = ("MLflow URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlfl
                  "current directory)")
 
 
+def _add_run_places(p: argparse.ArgumentParser) -> None:
+    """The flags of commands that train: where runs are recorded and kept, and progress."""
+    p.add_argument("--tracking-uri", help=TRACKING_HELP)
+    p.add_argument("--experiment", default="gatelab")
+    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gatelab.model.attention_ops import KernelChoice
     from gatelab.runners.run.numerics import PrecisionChoice
@@ -274,10 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=[c.value for c in KernelChoice],
                    help="attention kernel (auto: flash-attn on CUDA where installed, else SDPA)")
     p.add_argument("--threads", type=int)
-    p.add_argument("--tracking-uri", help=TRACKING_HELP)
-    p.add_argument("--experiment", default="gatelab")
-    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
-    p.add_argument("--no-progress", action="store_true")
+    _add_run_places(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="run a named sweep of sweeps.yaml on Ray")
@@ -289,10 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "./sweeps.yaml, else the one shipped with gatelab)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
                    "local Ray started here)")
-    p.add_argument("--tracking-uri", help=TRACKING_HELP)
-    p.add_argument("--experiment", default="gatelab")
-    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
-    p.add_argument("--no-progress", action="store_true")
+    _add_run_places(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("report", help="tables, plots and an HTML report of a sweep's runs")

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatelab.processes import pid_alive
+
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 POLL_S = 1.0
@@ -42,16 +44,6 @@ class LeaseOwner:
 
 def _me() -> LeaseOwner:
     return LeaseOwner(socket.gethostname(), os.getpid(), time.time(), uuid.uuid4().hex)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Lease:
@@ -76,7 +68,7 @@ class Lease:
             # Not written by this module: held until its time stamp says it is stale.
             unknown = LeaseOwner("an unknown host", -1, time.time() - age, "")
             return None if age > STALE_AFTER_S else unknown
-        gone = owner.host == socket.gethostname() and not _alive(owner.pid)
+        gone = owner.host == socket.gethostname() and not pid_alive(owner.pid)
         return None if gone or age > STALE_AFTER_S else owner
 
     def try_acquire(self) -> tuple[bool, LeaseOwner | None]:

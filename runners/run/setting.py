@@ -29,6 +29,21 @@ ARCHITECTURE_KEYS = ("gate", "sdpa_control", "norm")
 """The spec fields a built model reads besides its backbone (capacity and parameter matching
 are already in the backbone)."""
 
+ADDED_FIELDS: dict[str, dict[str, Any]] = {
+    "architecture": {}, "backbone": {}, "training": {}, "numerics": {},
+}
+"""Fields added to a part (spec, backbone, training, numerics) after identity version 2, each
+with the value that reproduces what runs recorded before it computed: such a field is hashed
+only where a run's value differs from it, so growing the schema keeps the identity of every
+recorded run (``tests/runners/run/test_identity_stable.py`` pins some). A new spec field the
+model reads goes here, not into ``ARCHITECTURE_KEYS``."""
+
+
+def _hashed(part: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the added fields of ``part`` that hold their old-equivalent value."""
+    added = ADDED_FIELDS[part]
+    return {k: v for k, v in fields.items() if k not in added or v != added[k]}
+
 
 @dataclass(frozen=True)
 class RunSetting:
@@ -77,14 +92,16 @@ def resolve_setting(spec: VariantSpec, recipe: Recipe, numerics: Numerics,
     config = DataConfig(tokenizer=recipe.data.tokenizer, vocab_size=recipe.data.vocab_size)
     plain = to_plain(spec.architecture)
     assert isinstance(plain, dict)
+    added = {k: plain[k] for k in ADDED_FIELDS["architecture"]}
     identity = run_identity(
         architecture={"backbone": _without_vocab(backbone),
-                      **{k: plain[k] for k in ARCHITECTURE_KEYS}},
+                      **{k: plain[k] for k in ARCHITECTURE_KEYS},
+                      **_hashed("architecture", added)},
         size=_without_vocab(size_backbone(size)),
-        training=training_fields(recipe),
+        training=_hashed("training", training_fields(recipe)),
         data={"corpus": source.key, "tokenizer": config.tokenizer_key,
               "window_start": recipe.data.window_start.value},
-        numerics=numerics.as_dict(), seed=recipe.seed)
+        numerics=_hashed("numerics", numerics.as_dict()), seed=recipe.seed)
     return RunSetting(spec, recipe, backbone, source, numerics, identity)
 
 
@@ -92,7 +109,7 @@ def _without_vocab(backbone: Backbone) -> dict[str, Any]:
     """A backbone's fields but its vocabulary size, which the tokenizer decides (data part)."""
     fields = to_plain(backbone)
     assert isinstance(fields, dict)
-    return {k: v for k, v in fields.items() if k != "vocab_size"}
+    return _hashed("backbone", {k: v for k, v in fields.items() if k != "vocab_size"})
 
 
 def _located(source: str, text_column: str) -> Source:

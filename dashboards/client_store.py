@@ -78,3 +78,7 @@ class ClientStore:
                 rows += [(rid, key, m.step, float(m.value), m.timestamp)
                          for m in client.get_metric_history(rid, key)]
         return pl.DataFrame(rows, schema=HISTORY_SCHEMA, orient="row")
+
+    def read_experiment_tags(self, experiment: str) -> dict[str, str]:
+        found = self._client().get_experiment_by_name(experiment)
+        return {} if found is None else dict(found.tags)

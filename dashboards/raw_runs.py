@@ -57,3 +57,7 @@ class RunStore(Protocol):
     def read_history(self, run_ids: Sequence[str], metrics: Sequence[str]) -> pl.DataFrame:
         """Every logged point of ``metrics`` for ``run_ids`` (``HISTORY_SCHEMA``)."""
         ...
+
+    def read_experiment_tags(self, experiment: str) -> dict[str, str]:
+        """The tags of ``experiment`` (empty when it does not exist)."""
+        ...

@@ -10,31 +10,43 @@ the folder to MLflow.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
 from gatelab.dashboards import plots
+from gatelab.dashboards.claims import Claim
 from gatelab.dashboards.columns import DONE_STATUSES, layer_columns
 from gatelab.dashboards.compare import finished
+from gatelab.dashboards.lr_tolerance import DEGRADED_MARGIN
 from gatelab.dashboards.render import markdown_table
 from gatelab.dashboards.report_html import render_html
 from gatelab.dashboards.report_parts import Plot, Report, Table
 from gatelab.dashboards.runs import Runs
+from gatelab.dashboards.sequential import PROCEDURE
+
+VERDICTS_DESCRIPTION = (
+    "One row per claim (claims.yaml) and setting: on an LR grid a row per LR ('at') and one at "
+    "each variant's best LR, never LRs pooled as seeds. reproduced: the paper's direction at "
+    "the corrected level; not reproduced: the opposite direction; reproduced, but a control "
+    "gains as much: the gain is there but the variant does not beat a control that lacks the "
+    "paper's mechanism (controls column); inconclusive at this scale: neither (a sink claim "
+    "also when the reference forms no sink head); undecided within the cap: --until-decided "
+    "reached its last look. p_value is the raw p, p_adjusted the one the verdict uses after "
+    "the procedure column's correction (Holm's step-down over the claims tested together, or "
+    "the sequential design's alpha spending). scale ratio: m_act and f_attn compared as paired "
+    "log-ratios, the estimate and interval a ratio. For an inconclusive verdict the statistic "
+    "ends with the power, at the corrected level: mde, the smallest difference detectable at "
+    "this n; seeds_needed, the seeds (pairs) that would decide the observed difference with "
+    "80% power; power_note: why either is missing.")
 
 
-def build_tables(runs: Runs) -> list[Table]:
+def build_tables(runs: Runs, claims: Sequence[Claim] | None = None) -> list[Table]:
     """The report's tables, in the order shown."""
     return [
-        Table("verdicts", "Verdicts on the paper's claims",
-              "reproduced: the paper's direction, p < 0.05; not reproduced: the opposite "
-              "direction, p < 0.05; inconclusive at this scale: anything else, and always "
-              "with fewer than two pairs of seeds. The statistic column gives the estimate, "
-              "its 95% interval, the test and n; for an inconclusive verdict it ends with the "
-              "power. From the seed-to-seed spread of the differences, for the same two-sided "
-              "t-test at p < 0.05 with 80% power: mde, the smallest difference detectable at "
-              "this n (the estimate's units); seeds_needed, the seeds (pairs) that would decide "
-              "the observed difference; power_note: why either is missing.", runs.verdicts()),
+        Table("verdicts", "Verdicts on the paper's claims", VERDICTS_DESCRIPTION,
+              runs.verdicts(claims)),
         Table("table1", "Table 1: perplexity against the baseline",
               "Per setting and variant: n finished runs (n_diverged left out of means); "
               "mean ± 95% t-interval over seeds; d_val_ppl: paired change against the baseline "
@@ -52,8 +64,14 @@ def build_tables(runs: Runs) -> list[Table]:
               runs.table4()),
         Table("lr_tolerance", "Learning-rate tolerance",
               "Final validation loss (mean ± 95% CI) per LR, or 'diverged k/n'; best LR; "
-              "largest stable LR (no run diverged) and its ratio to the baseline's.",
-              runs.lr_tolerance()),
+              "largest stable LR (no run diverged) and its ratio to the baseline's; largest LR "
+              f"within {DEGRADED_MARGIN:g} nats of the variant's best (degraded beyond it, as "
+              "the paper's Table 2 reads a baseline 'degraded'), the first degraded LR and the "
+              "ratio to the baseline's.", runs.lr_tolerance()),
+        Table("massive_activations_per_lr", "Massive activations per learning rate",
+              "Mean m_act of the finished runs at each LR, and its growth from the smallest to "
+              "the largest LR: massive activations grow by orders of magnitude with the LR.",
+              runs.massive_activations_per_lr()),
         Table("stability", "Training stability",
               "Over finished and diverged runs: divergences, loss spikes, spike score (summed "
               "excess loss of spikes, nats), largest gradient norm before clipping; paired "
@@ -130,7 +148,7 @@ def _meta(runs: Runs) -> dict[str, str]:
     }
 
 
-def _notes(runs: Runs) -> list[str]:
+def _notes(runs: Runs, claims: Sequence[Claim] | None) -> list[str]:
     notes = []
     main = plots.main_setting(runs.frame)
     shown = finished(runs.frame).filter(pl.col("setting_id") == main)
@@ -138,7 +156,7 @@ def _notes(runs: Runs) -> list[str]:
     if missing.height:
         notes.append(f"{missing.height} finished runs have no internals.npz artifact (recorded "
                      "by an older gatelab): they are left out of the histograms and maps.")
-    left = runs.untested()
+    left = runs.untested(claims)
     if left:
         notes.append("Claims these runs cannot test (their variants or an LR grid were not "
                      f"run): {', '.join(left)}.")
@@ -146,6 +164,11 @@ def _notes(runs: Runs) -> list[str]:
     if excluded:
         notes.append(f"{excluded} runs that failed or did not end are listed in the run count "
                      "but left out of every table.")
+    design = runs.design()
+    if design is not None:
+        notes.append(f"Seeds until decided: {PROCEDURE}; at most {design.max_seeds} seeds, "
+                     f"looks at {', '.join(map(str, design.looks))} seeds, alpha "
+                     f"{design.alpha:g} over the whole sequence.")
     if runs.frame.height and runs.frame["seed"].n_unique() < 2:
         notes.append("One seed per setting: no confidence interval or p-value can be computed; "
                      "every verdict is inconclusive. Run several seeds.")
@@ -167,12 +190,13 @@ def to_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(runs: Runs, out: Path, title: str | None = None) -> Report:
+def write_report(runs: Runs, out: Path, title: str | None = None,
+                 claims: Sequence[Claim] | None = None) -> Report:
     """Write the report of ``runs`` into ``out`` (created; files of a previous report of the
-    same names are replaced)."""
+    same names are replaced); ``claims``: the claims to judge (``load_claims()``)."""
     out.mkdir(parents=True, exist_ok=True)
     title = title or f"gatelab report: {runs.sweep or 'all runs'}"
-    tables = build_tables(runs)
+    tables = build_tables(runs, claims)
     files: list[Path] = []
     (out / "tables").mkdir(exist_ok=True)
     for table in tables:
@@ -183,7 +207,8 @@ def write_report(runs: Runs, out: Path, title: str | None = None) -> Report:
     files += [p.path for p in made]
     runs.frame.write_parquet(out / "runs.parquet")
     files.append(out / "runs.parquet")
-    report = Report(title, _meta(runs), tables, made, _notes(runs), out, len(runs), files)
+    report = Report(title, _meta(runs), tables, made, _notes(runs, claims), out, len(runs),
+                    files)
     report.markdown_path.write_text(to_markdown(report))
     report.html_path.write_text(render_html(report))
     files += [report.markdown_path, report.html_path]

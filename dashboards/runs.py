@@ -7,18 +7,22 @@ DataFrame and is a pure function of the frame (and, for ``history``, of the stor
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
+from gatelab.contract import design_tag
 from gatelab.dashboards import lr_tolerance as lr_tables
 from gatelab.dashboards import tables
 from gatelab.dashboards.artifacts import RunArrays, read_arrays
+from gatelab.dashboards.claims import Claim
 from gatelab.dashboards.columns import FINISHED
 from gatelab.dashboards.load import to_frame
 from gatelab.dashboards.raw_runs import RunStore
+from gatelab.dashboards.sequential import Design
 from gatelab.dashboards.store import Backend, open_store
 from gatelab.dashboards.verdicts import untested, verdicts
 
@@ -96,13 +100,31 @@ class Runs:
         """Validation loss at 1x, 2x and 4x the training length."""
         return tables.long_context(self.frame)
 
-    def verdicts(self) -> pl.DataFrame:
-        """A verdict per claim of the paper, with its statistic (``dashboards/verdicts.py``)."""
-        return verdicts(self.frame)
+    def design(self) -> Design | None:
+        """The sequential design recorded by ``gatelab sweep NAME --until-decided`` for this
+        sweep (an experiment tag), or ``None``."""
+        if self.sweep is None or self.experiment is None:
+            return None
+        if "design" not in self._cache:
+            raw = self.store.read_experiment_tags(self.experiment).get(design_tag(self.sweep))
+            self._cache["design"] = None if raw is None else Design.from_dict(json.loads(raw))
+        design: Design | None = self._cache["design"]
+        return design
 
-    def untested(self) -> list[str]:
+    def verdicts(self, claims: Sequence[Claim] | None = None, sequential: bool = True
+                 ) -> pl.DataFrame:
+        """A verdict per claim (``claims``: ``load_claims()``) and setting, with its
+        statistic (``dashboards/verdicts.py``); decided by the sweep's recorded sequential
+        design where it has one and ``sequential``, else with Holm over the claims."""
+        return verdicts(self.frame, claims, self.design() if sequential else None)
+
+    def untested(self, claims: Sequence[Claim] | None = None) -> list[str]:
         """Claims these runs cannot test (their variants or an LR grid were not run)."""
-        return untested(self.frame)
+        return untested(self.frame, claims)
+
+    def massive_activations_per_lr(self) -> pl.DataFrame:
+        """Variant x LR: mean ``m_act`` at each LR and its growth over the grid."""
+        return lr_tables.massive_activations_per_lr(self.frame)
 
 
 def load(sweep: str | None = None, tracking_uri: str | None = None,

@@ -69,6 +69,14 @@ class SqliteStore:
         return frame.with_columns(pl.col("value").fill_null(float("nan")))
 
 
+    def read_experiment_tags(self, experiment: str) -> dict[str, str]:
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT t.key, t.value FROM experiment_tags t JOIN experiments e "
+                "ON e.experiment_id = t.experiment_id WHERE e.name = ?", [experiment]).fetchall()
+        return {str(k): str(v) for k, v in rows}
+
+
 def _marks(items: Sequence[object]) -> str:
     return ", ".join("?" * len(items))
 

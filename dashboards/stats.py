@@ -279,18 +279,36 @@ class Power:
     note: str | None
 
 
-def power_analysis(effect: float | None, sd: float | None, n: int) -> Power:
+def power_analysis(effect: float | None, sd: float | None, n: int, alpha: float = ALPHA
+                   ) -> Power:
     """``mde`` at ``n`` and ``seeds_needed`` for the observed ``effect`` (the mean difference
-    from the tested value), from the seeds' spread ``sd``; a note says what is missing."""
+    from the tested value), from the seeds' spread ``sd``, for the test at ``alpha`` (a
+    corrected level where several claims are tested); a note says what is missing."""
     if n < 2 or sd is None or math.isnan(sd):
         return Power(None, None, "needs at least 2 seeds to measure the spread")
     if sd == 0:
         return Power(None, None, "zero spread between seeds: no power estimate")
-    detectable = mde(sd, n)
+    detectable = mde(sd, n, alpha=alpha)
     if effect is None or effect == 0:
         return Power(detectable, None, "observed effect is 0: no number of seeds decides it")
-    needed = seeds_needed(effect, sd)
+    needed = seeds_needed(effect, sd, alpha=alpha)
     if needed is None:
         return Power(detectable, None,
                      f"more than {SEEDS_NEEDED_CAP} seeds to decide the observed effect")
     return Power(detectable, needed, None)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (Holm 1979, Scand. J. Statist. 6:65-70) of ``p_values``
+    taken as one family: the i-th smallest of m becomes max over j <= i of (m - j + 1) p_(j),
+    capped at 1. Rejecting where the adjusted p < alpha keeps the chance of any false
+    rejection in the family at most alpha, whatever the tests' dependence. ``None`` (no test)
+    stays ``None`` and does not count in m."""
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(present)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

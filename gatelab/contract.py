@@ -119,6 +119,16 @@ def sweep_tag(name: str, value: str = IN_SWEEP) -> dict[str, str]:
     return {f"{SWEEP_TAG_PREFIX}{name}": value}
 
 
+DESIGN_TAG_PREFIX = "gatelab.design."
+"""The experiment tag ``gatelab.design.NAME`` holds, as JSON, the sequential design of
+``gatelab sweep NAME --until-decided`` (``dashboards/sequential.py``'s ``Design``): fixed at
+the first round so that a report replays the same looks."""
+
+
+def design_tag(name: str) -> str:
+    return f"{DESIGN_TAG_PREFIX}{name}"
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"

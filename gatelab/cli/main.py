@@ -179,6 +179,7 @@ def _say(message: str) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from gatelab.dashboards.claims import load_claims
     from gatelab.dashboards.report import write_report
     from gatelab.dashboards.runs import load
     from gatelab.dashboards.summary_run import attach
@@ -190,10 +191,13 @@ def cmd_report(args: argparse.Namespace) -> int:
                          f"{runs.store.uri}; check the name (sweeps.yaml), --experiment and "
                          "--tracking-uri")
     label = args.name or "all-runs"
-    report = write_report(runs, Path(args.out or Path("out") / "reports" / label))
+    claims = load_claims(args.claims)
+    report = write_report(runs, Path(args.out or Path("out") / "reports" / label),
+                          claims=claims)
     verdicts = report.table("verdicts")
-    print(table(("claim", "verdict", "statistic"), [
-        (r["claim"], r["verdict"], r["statistic"]) for r in verdicts.iter_rows(named=True)]))
+    print(table(("claim", "at", "verdict", "statistic"), [
+        (r["claim"], r["at"], r["verdict"], r["statistic"])
+        for r in verdicts.iter_rows(named=True)]))
     print(f"\n{len(runs)} runs of {f'sweep {args.name}' if args.name else 'every sweep'}: "
           f"{len(report.tables)} tables (Markdown + CSV), {len(report.plots)} plots in "
           f"{report.out}")
@@ -306,12 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="gatelab")
     p.add_argument("--no-attach", action="store_true",
                    help="do not log the report to MLflow as the sweep's summary run")
+    p.add_argument("--claims", metavar="FILE",
+                   help="the claims to judge (default: $GATELAB_CLAIMS, else ./claims.yaml, "
+                   "else the shipped claims.yaml)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("ui", help="the MLflow UI for the tracking store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--tracking-uri", help=TRACKING_HELP)
     p.set_defaults(func=cmd_ui)
+
+    from gatelab.cli.doctor import cmd_doctor
+
+    p = sub.add_parser("doctor", help="device, torch/CUDA/flash-attn versions, bf16 and compile, "
+                       "and the attention kernel of every variant")
+    p.set_defaults(func=cmd_doctor)
     for each in sub.choices.values():
         each.add_argument("--ablations", metavar="DIR", action="append",
                           help="a folder of your own variant specs, searched before ./ablations "

@@ -22,7 +22,8 @@ GATES = {"baseline": ("none", "none", "T1-1"), "g1-elementwise": ("G1", "element
          "g1-headwise": ("G1", "headwise", "T1-10"), "g2-elementwise": ("G2", "elementwise",
                                                                         "T1-6"),
          "more-q-heads": ("none", "none", "T1-3"), "custom-variant": ("G1", "elementwise",
-                                                                      "none")}
+                                                                      "none"),
+         "sdpa-scale": ("none", "none", "none"), "g1-ns-sigmoid": ("G1", "elementwise", "T4-7")}
 
 
 @dataclass

@@ -48,6 +48,8 @@ class Design:
     seeds: tuple[int, ...]
     looks: tuple[int, ...]
     alpha: float = ALPHA
+    claims: tuple[str, ...] = ()
+    """The ids of the claims the design decides (one family); empty: every t-test claim."""
 
     def __post_init__(self) -> None:
         if not self.looks or list(self.looks) != sorted(set(self.looks)) or self.looks[0] < 2:
@@ -75,19 +77,21 @@ class Design:
         return done[-1] if done else None
 
     def as_dict(self) -> dict[str, object]:
-        return {"seeds": list(self.seeds), "looks": list(self.looks), "alpha": self.alpha}
+        return {"seeds": list(self.seeds), "looks": list(self.looks), "alpha": self.alpha,
+                "claims": list(self.claims)}
 
     @staticmethod
     def from_dict(data: Mapping[str, object]) -> Design:
         seeds, looks = data["seeds"], data["looks"]
-        alpha = data.get("alpha", ALPHA)
+        alpha, claims = data.get("alpha", ALPHA), data.get("claims", [])
         assert isinstance(seeds, list) and isinstance(looks, list)
-        assert isinstance(alpha, int | float)
-        return Design(tuple(int(s) for s in seeds), tuple(int(n) for n in looks), float(alpha))
+        assert isinstance(alpha, int | float) and isinstance(claims, list)
+        return Design(tuple(int(s) for s in seeds), tuple(int(n) for n in looks), float(alpha),
+                      tuple(str(c) for c in claims))
 
 
 def design_for(first: Sequence[int], max_seeds: int, step: int | None = None,
-               alpha: float = ALPHA) -> Design:
+               alpha: float = ALPHA, claims: Sequence[str] = ()) -> Design:
     """Rounds that start with the seeds ``first`` and add ``step`` new seeds (default 2) up to
     ``max_seeds``; the new seeds are the smallest non-negative integers not used yet."""
     first = tuple(dict.fromkeys(first))
@@ -103,7 +107,8 @@ def design_for(first: Sequence[int], max_seeds: int, step: int | None = None,
             seeds.append(candidate)
         candidate += 1
     looks = list(range(len(first), max_seeds, step)) + [max_seeds]
-    return Design(tuple(seeds), tuple(n for n in looks if n >= 2) or (max_seeds,), alpha)
+    return Design(tuple(seeds), tuple(n for n in looks if n >= 2) or (max_seeds,), alpha,
+                  tuple(claims))
 
 
 @dataclass(frozen=True)

@@ -610,8 +610,11 @@ def _sequential(runs: pl.DataFrame, claims: Sequence[Claim], design: Design
     current = design.look_of(n_seeds)
     latest = _rows(runs if current is None else _restrict(runs, design.seeds_at(current)),
                    claims)
-    sequential = [r for r in latest if r.evidence.sequential]
-    others = [r for r in latest if not r.evidence.sequential]
+    def in_design(row: _Row) -> bool:
+        return row.evidence.sequential and (not design.claims or row.claim.id in design.claims)
+
+    sequential = [r for r in latest if in_design(r)]
+    others = [r for r in latest if not in_design(r)]
     out = _fixed(others, "Holm over the claims not decided by seeds")
     if current is None:
         for row in sequential:
@@ -619,7 +622,7 @@ def _sequential(runs: pl.DataFrame, claims: Sequence[Claim], design: Design
                                f"({design.looks[0]})", None, len(sequential), PROCEDURE))
         return out
     looks = [{r.key: r.evidence.p_value for r in _rows(_restrict(runs, design.seeds_at(k)),
-                                                      claims) if r.evidence.sequential}
+                                                      claims) if in_design(r)}
              for k in range(current + 1)]
     decisions = decide(looks, design)
     by_look: dict[int, dict[str, _Row]] = {}

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gatelab.cli.format import human_count, table
 from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN
@@ -141,6 +142,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     ctx = SweepContext(tracking_uri=args.tracking_uri, experiment=args.experiment,
                        work_dir=Path(args.work_dir).resolve(), address=args.address,
                        retry_failed=args.retry_failed, sweeps_file=path)
+    if args.max_seeds is not None and not args.until_decided:
+        raise ValueError("--max-seeds only applies with --until-decided")
+    if args.until_decided:
+        return _until_decided(args, sweep, ctx)
     if args.dry_run:
         report = dry_run(args.name, ctx)
         print(json.dumps(report.as_dict(), indent=2) if args.json else format_plan(report))
@@ -171,6 +176,65 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     uri_flag = "" if args.tracking_uri is None else f" --tracking-uri {where}"
     print(f"Tables, plots and an HTML report: .venv/bin/gatelab report {args.name}{uri_flag}")
     print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then http://127.0.0.1:5000)")
+    return 1 if failed else 0
+
+
+def _until_decided(args: argparse.Namespace, sweep: Any, ctx: Any) -> int:
+    import polars as pl
+
+    from gatelab.cli.live_view import LiveView
+    from gatelab.cli.sweep_text import format_summary
+    from gatelab.dashboards.claims import load_claims
+    from gatelab.dashboards.runs import load
+    from gatelab.runners.sweep.until_decided import (
+        dry_rounds,
+        run_until_decided,
+        sweep_claims,
+    )
+
+    if sweep.search is not None:
+        raise ValueError(f"sweep {args.name!r} searches the LR with Optuna: --until-decided "
+                         "needs a grid sweep (seeds and optionally lrs)")
+    claims = load_claims(args.claims)
+    if args.dry_run:
+        chosen = sweep_claims(sweep, args.name, claims)
+        design, rounds = dry_rounds(args.name, sweep, ctx, args.max_seeds)
+        print(f"sweep {args.name}: until decided, {len(chosen)} claims: "
+              f"{', '.join(c.id for c in chosen)}")
+        print(f"design: looks at {', '.join(map(str, design.looks))} seeds (seeds "
+              f"{list(design.seeds)}), alpha {design.alpha:g} spent over the looks")
+        print(table(("look", "seeds", "alpha at look", "runs left through it", "about"), [
+            (k + 1, len(seeds), f"{design.spent(k):.3g}", cost.runs_left,
+             f"{cost.seconds_estimate / 60:.1f} min") for k, seeds, cost in rounds]))
+        print("Each later round trains only the variants of the claims still open, so it "
+              "costs at most this.")
+        return 0
+    views: list[Any] = []
+
+    def observer(todo: list[Any]) -> Any:
+        view = LiveView(todo, enabled=not args.no_progress)
+        views.append(view)
+        return view
+
+    try:
+        rounds = run_until_decided(args.name, sweep, ctx, args.max_seeds, _say, observer,
+                                   claims)
+    finally:
+        for view in views:
+            view.close()
+    print(format_summary(args.name, rounds[-1].summary))
+    runs = load(args.name, ctx.uri, ctx.experiment)
+    chosen = {c.id for c in sweep_claims(sweep, args.name, claims)}
+    table_ = runs.verdicts(claims).filter(pl.col("claim").is_in(list(chosen)))
+    print(table(("claim", "at", "verdict", "statistic"), [
+        (r["claim"], r["at"], r["verdict"], r["statistic"])
+        for r in table_.iter_rows(named=True)]))
+    failed = any(r.status not in DONE_STATUSES for rnd in rounds for r in rnd.summary)
+    print(f"\nResults: MLflow store {ctx.uri}, experiment {args.experiment!r}, runs tagged "
+          f"{SWEEP_TAG_PREFIX}{args.name}=1; the design is the experiment tag "
+          f"gatelab.design.{args.name}.")
+    print(f"Tables, plots and an HTML report: .venv/bin/gatelab report {args.name}"
+          + ("" if args.tracking_uri is None else f" --tracking-uri {ctx.uri}"))
     return 1 if failed else 0
 
 
@@ -298,6 +362,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "./sweeps.yaml, else the one shipped with gatelab)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
                    "local Ray started here)")
+    p.add_argument("--until-decided", action="store_true",
+                   help="add seeds in rounds until every claim the sweep tests is decided "
+                   "(group-sequential alpha spending; see README) or --max-seeds is reached")
+    p.add_argument("--max-seeds", type=int, metavar="N",
+                   help="with --until-decided: the cap on seeds (default: the sweep's "
+                   "max_seeds, else twice its seeds); fixed at the first round")
+    p.add_argument("--claims", metavar="FILE",
+                   help="with --until-decided: the claims file (default: $GATELAB_CLAIMS, "
+                   "else ./claims.yaml, else the shipped one)")
     _add_run_places(p)
     p.set_defaults(func=cmd_sweep)
 

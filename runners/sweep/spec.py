@@ -91,6 +91,12 @@ class Sweep:
     search: OptunaSearch | None = None
     """Search the learning rate instead of a grid (then ``lrs`` must be empty)."""
     resources: RunResources = field(default_factory=RunResources)
+    claims: tuple[str, ...] = ()
+    """Ids of the claims (``claims.yaml``) this sweep tests, the ones ``--until-decided``
+    adds seeds for; empty: every claim whose variants the sweep has."""
+    max_seeds: int | None = bounded(None, Bound(ge=2, le=1000))
+    """``--until-decided``'s default cap on seeds, sized to the sweep's time budget;
+    ``None``: twice the sweep's seeds. Allowed: >= 2 and <= 1000."""
 
 
 def load_sweeps(path: Path | None = None) -> dict[str, Sweep]:

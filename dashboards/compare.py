@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from gatelab.dashboards.columns import DONE_STATUSES, FINISHED
+from gatelab.dashboards.columns import DONE_STATUSES, FINISHED, DType
 from gatelab.dashboards.stats import ci_half_width, small_n_note, t_test_p
 
 REFERENCE = "baseline"
@@ -95,3 +95,33 @@ def paired_columns(runs: pl.DataFrame, metric: str, name: str | None = None,
     return paired_diff(runs, metric, reference, by).rename({
         "diff": f"d_{name}", "diff_ci95": f"d_{name}_ci95", "p_value": f"p_{name}",
         "n_pairs": f"n_pairs_{name}", "note": f"note_{name}"})
+
+
+def compare_variants(runs: pl.DataFrame, a: str, b: str, metrics: Sequence[str]
+                     ) -> pl.DataFrame:
+    """``a`` against ``b``, per setting and metric: each variant's mean over its finished runs
+    and the paired difference ``a - b`` over runs of the same seed (``paired_diff``). Only
+    metrics either variant recorded; a setting where either is missing is left out."""
+    fin = finished(runs).filter(pl.col("variant").is_in([a, b]))
+    frames = []
+    for metric in metrics:
+        if metric not in fin.columns or fin[metric].drop_nulls().len() == 0:
+            continue
+        diff = paired_diff(fin, metric, reference=b, by=("setting_id", "setting", "variant"))
+        means = (fin.group_by("setting_id", "variant")
+                 .agg(_clean(metric).mean().alias("mean"))
+                 .pivot(on="variant", index="setting_id", values="mean"))
+        if a not in means.columns or b not in means.columns:
+            continue
+        frames.append(diff.join(means.select("setting_id", pl.col(a).alias("mean_a"),
+                                             pl.col(b).alias("mean_b")),
+                                on="setting_id", how="inner")
+                      .with_columns(pl.lit(metric).alias("metric")))
+    schema: dict[str, DType] = {"setting": pl.Utf8, "metric": pl.Utf8, "mean_a": pl.Float64,
+              "mean_b": pl.Float64, "diff": pl.Float64, "diff_ci95": pl.Float64,
+              "p_value": pl.Float64, "n_pairs": pl.Int64, "note": pl.Utf8,
+              "setting_id": pl.Utf8}
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames, how="diagonal_relaxed").select(
+        [pl.col(c).cast(t) for c, t in schema.items()])

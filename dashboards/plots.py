@@ -44,13 +44,13 @@ SINK_METRIC = "sink_head_max"
 SINK_PANEL_COLUMNS = 4
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
@@ -74,7 +74,7 @@ def main_setting(runs: pl.DataFrame) -> str | None:
     return str(counts["setting_id"][0])
 
 
-def _setting_name(runs: pl.DataFrame, setting_id: str) -> str:
+def setting_name(runs: pl.DataFrame, setting_id: str) -> str:
     return str(runs.filter(pl.col("setting_id") == setting_id)["setting"][0])
 
 
@@ -96,14 +96,14 @@ def loss_curves(runs: pl.DataFrame, history: pl.DataFrame, path: Path) -> Path |
                 .sort("len", "setting_id", descending=[True, False])["setting_id"]
                 .head(MAX_PANELS).to_list())
     colors = variant_colors(fin["variant"].to_list())
-    fig = _figure(max(7.5, 6.0 * len(settings)), 4.4)
+    fig = new_figure(max(7.5, 6.0 * len(settings)), 4.4)
     axes = fig.subplots(1, len(settings), squeeze=False)[0]
     for ax, sid in zip(axes, settings, strict=True):
         _loss_panel(ax, hist.filter(pl.col("setting_id") == sid), colors)
-        ax.set_title(_setting_name(runs, sid), fontsize=9)
+        ax.set_title(setting_name(runs, sid), fontsize=9)
     fig.suptitle("Loss per variant: line = mean over seeds (smoothed), band = range over "
                  "seeds, dots = validation loss", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _loss_panel(ax: Axes, hist: pl.DataFrame, colors: dict[str, str]) -> None:
@@ -168,7 +168,7 @@ def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Pat
     if hist.is_empty() or hist["step"].n_unique() < 2:
         return None
     colors = variant_colors(fin["variant"].to_list())
-    fig = _figure(11.0, 4.0)
+    fig = new_figure(11.0, 4.0)
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("f_attn", "m_act"), strict=True):
         mine = hist.filter(pl.col("metric") == metric)
@@ -179,9 +179,9 @@ def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Pat
         ax.set_ylabel(f"{metric} (mean over layers)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{_setting_name(runs, sid)}\nattention on the first token and max |hidden "
+    fig.suptitle(f"{setting_name(runs, sid)}\nattention on the first token and max |hidden "
                  "state| during training (mean over seeds, band = range)", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def sink_metrics_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Path
@@ -202,7 +202,7 @@ def sink_metrics_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: 
     colors = variant_colors(fin["variant"].to_list())
     cols = min(SINK_PANEL_COLUMNS, len(layers))
     rows = -(-len(layers) // cols)
-    fig = _figure(max(6.0, 3.6 * cols), 3.0 * rows + 0.6)
+    fig = new_figure(max(6.0, 3.6 * cols), 3.0 * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
     for k, (ax, metric) in enumerate(zip(axes, layers, strict=False)):
         mine = hist.filter(pl.col("metric") == metric)
@@ -218,10 +218,10 @@ def sink_metrics_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: 
     for ax in axes[len(layers):]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{_setting_name(runs, sid)}\nthe most sink-like head of each layer during "
+    fig.suptitle(f"{setting_name(runs, sid)}\nthe most sink-like head of each layer during "
                  "training (mean over seeds, band = range); dotted: the sink-head threshold of "
                  "Gu et al. 2024", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def loss_vs_lr(runs: pl.DataFrame, path: Path) -> Path | None:
@@ -240,7 +240,7 @@ def loss_vs_lr(runs: pl.DataFrame, path: Path) -> Path | None:
     colors = variant_colors(grid["variant"].to_list())
     highest = grid.select(pl.col("val_loss").max()).item()
     top = float(highest) + 0.1 if highest is not None else 1.0
-    fig = _figure(7.0, 4.4)
+    fig = new_figure(7.0, 4.4)
     ax = fig.add_subplot()
     variants = sorted(grid["variant"].unique().to_list(), key=lambda v: (v != REFERENCE, v))
     for i, variant in enumerate(variants):
@@ -261,7 +261,7 @@ def loss_vs_lr(runs: pl.DataFrame, path: Path) -> Path | None:
     ax.set_title(f"{grid['lr_setting'][0]}: mean ± 95% CI; x = diverged (k/n)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _per_layer(runs: pl.DataFrame, metric: str) -> tuple[list[str], pl.DataFrame]:
@@ -284,7 +284,7 @@ def internals_per_layer(runs: pl.DataFrame, path: Path) -> Path | None:
     if not panels:
         return None
     colors = variant_colors(fin["variant"].to_list())
-    fig = _figure(5.5 * len(panels), 4.0)
+    fig = new_figure(5.5 * len(panels), 4.0)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (metric, cols, rows) in zip(axes, panels, strict=True):
         layers = np.arange(len(cols))
@@ -307,8 +307,8 @@ def internals_per_layer(runs: pl.DataFrame, path: Path) -> Path | None:
                       "m_act": "max |hidden state| (massive activations)"}[metric], fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{_setting_name(runs, sid)}: mean over seeds, bars = range", fontsize=10)
-    return _save(fig, path)
+    fig.suptitle(f"{setting_name(runs, sid)}: mean over seeds, bars = range", fontsize=10)
+    return save_png(fig, path)
 
 
 def uniform_first_token_share(seq_len: int) -> float:
@@ -341,7 +341,7 @@ def gate_scores(runs: pl.DataFrame, path: Path) -> Path | None:
     frac_cols = layer_columns(rows.columns, "gate_score.frac_below_0.1")
     variants = sorted(rows["variant"].unique().to_list())
     colors = variant_colors(fin["variant"].to_list())
-    fig = _figure(11.0, 4.0)
+    fig = new_figure(11.0, 4.0)
     axes = fig.subplots(1, 2)
     width = 0.8 / len(variants)
     layers = np.arange(len(mean_cols))
@@ -359,9 +359,9 @@ def gate_scores(runs: pl.DataFrame, path: Path) -> Path | None:
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
     axes[0].axhline(0.5, color="grey", lw=0.8, ls=":")
-    fig.suptitle(f"{_setting_name(runs, sid)}: per-layer summaries (mean over seeds, bars = "
+    fig.suptitle(f"{setting_name(runs, sid)}: per-layer summaries (mean over seeds, bars = "
                  "range)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def gate_histograms(runs: pl.DataFrame, arrays: dict[str, RunArrays], path: Path
@@ -384,7 +384,7 @@ def gate_histograms(runs: pl.DataFrame, arrays: dict[str, RunArrays], path: Path
     colors = variant_colors(fin["variant"].to_list())
     cols = min(3, len(variants))
     rows = -(-len(variants) // cols)
-    fig = _figure(max(6.5, 4.2 * cols), 3.2 * rows)
+    fig = new_figure(max(6.5, 4.2 * cols), 3.2 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, variant in zip(axes, variants, strict=False):
         counts = np.sum([a.gate_hist.sum(axis=0) for a in per_variant[variant]], axis=0)
@@ -406,9 +406,9 @@ def gate_histograms(runs: pl.DataFrame, arrays: dict[str, RunArrays], path: Path
         ax.grid(alpha=0.3)
     for ax in axes[len(variants):]:
         ax.set_visible(False)
-    fig.suptitle(f"{_setting_name(runs, sid)}\ngate-score distribution over all layers and "
+    fig.suptitle(f"{setting_name(runs, sid)}\ngate-score distribution over all layers and "
                  "seeds, on fixed validation batches", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def attention_maps(runs: pl.DataFrame, arrays: dict[str, RunArrays], path: Path
@@ -438,7 +438,7 @@ def attention_maps(runs: pl.DataFrame, arrays: dict[str, RunArrays], path: Path
     assert maps0 is not None
     layer = int(np.argmax(anchor.f_attn)) if shown[0] == REFERENCE else maps0.shape[0] - 1
     heads = maps0.shape[1]
-    fig = _figure(2.6 * heads + 0.8, 2.5 * len(shown))
+    fig = new_figure(2.6 * heads + 0.8, 2.5 * len(shown))
     axes = fig.subplots(len(shown), heads, squeeze=False)
     norm = PowerNorm(gamma=0.4, vmin=0.0, vmax=1.0)
     image = None
@@ -459,6 +459,6 @@ def attention_maps(runs: pl.DataFrame, arrays: dict[str, RunArrays], path: Path
             ax.set_yticks([])
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="probability")
-    fig.suptitle(f"{_setting_name(runs, sid)}\nattention maps (rows: queries, columns: keys; "
+    fig.suptitle(f"{setting_name(runs, sid)}\nattention maps (rows: queries, columns: keys; "
                  "key 0 on the left)", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)

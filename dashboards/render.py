@@ -71,6 +71,12 @@ def markdown_table(frame: pl.DataFrame) -> str:
     return "\n".join([line(headers), line(["---"] * len(headers)), *map(line, rows)])
 
 
+def verdict_class(verdict: str) -> str:
+    """The CSS class suffix of a verdict: its first word, ``confounded`` for "reproduced, but
+    a control gains as much"."""
+    return "confounded" if verdict.startswith("reproduced,") else verdict.split()[0]
+
+
 def html_table(frame: pl.DataFrame, css_class: str = "table") -> str:
     """An HTML ``<table>``; a ``verdict`` cell gets a class named after its verdict."""
     headers, rows = display_rows(frame)
@@ -81,7 +87,7 @@ def html_table(frame: pl.DataFrame, css_class: str = "table") -> str:
     for cells in rows:
         tds = []
         for header, cell in zip(headers, cells, strict=True):
-            cls = f' class="v-{cell.split()[0]}"' if header == "verdict" else ""
+            cls = f' class="v-{verdict_class(cell)}"' if header == "verdict" else ""
             tds.append(f"<td{cls}>{html.escape(cell)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     return (f'<table class="{css_class}"><thead><tr>{head}</tr></thead>'

@@ -1,10 +1,12 @@
 """``gatelab report``: every table and plot of a sweep, written to a folder.
 
 ``write_report(runs, out)`` writes ``tables/<name>.csv`` (typed columns), ``plots/<name>.png``,
-``runs.parquet`` (the run frame, reloadable with ``pl.read_parquet``), ``report.md`` (the
-tables in Markdown, linking the plots) and ``report.html`` (everything in one self-contained
-file: images embedded as data URIs, no script, no network). ``summary_run.attach`` then logs
-the folder to MLflow.
+``runs.parquet`` (the run frame, reloadable with ``pl.read_parquet``), ``report.md`` and
+``report.html`` (everything in one self-contained file: images embedded as data URIs, no
+script, no network), both from templates (``report_render.py``) and both leading with the
+answer: the forest plot of effects on validation loss, the internals per variant, the verdicts
+as sentences; then the tables and the other plots. ``summary_run.attach`` then logs the folder
+to MLflow.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ from pathlib import Path
 
 import polars as pl
 
-from gatelab.dashboards import plots
+from gatelab.dashboards import headline, plots
 from gatelab.dashboards.claims import Claim
 from gatelab.dashboards.columns import DONE_STATUSES, layer_columns
 from gatelab.dashboards.compare import finished
 from gatelab.dashboards.lr_tolerance import DEGRADED_MARGIN
-from gatelab.dashboards.render import markdown_table
-from gatelab.dashboards.report_html import render_html
-from gatelab.dashboards.report_parts import Plot, Report, Table
+from gatelab.dashboards.report_parts import Plot, Report, Sentence, Table
+from gatelab.dashboards.report_render import render_html, render_markdown
 from gatelab.dashboards.runs import Runs
 from gatelab.dashboards.sequential import PROCEDURE
 
@@ -42,11 +43,17 @@ VERDICTS_DESCRIPTION = (
     "80% power; power_note: why either is missing.")
 
 
+VERDICT_COLUMNS = ("claim", "setting", "at", "verdict", "n", "estimate", "ci_low", "ci_high",
+                   "scale", "p_value", "p_adjusted", "mde", "seeds_needed")
+"""The verdict table's columns on the page (the sentences above it carry the rest; the CSV
+file has every column: statement, statistic, controls, note, procedure...)."""
+
+
 def build_tables(runs: Runs, claims: Sequence[Claim] | None = None) -> list[Table]:
     """The report's tables, in the order shown."""
     return [
         Table("verdicts", "Verdicts on the paper's claims", VERDICTS_DESCRIPTION,
-              runs.verdicts(claims)),
+              runs.verdicts(claims), VERDICT_COLUMNS),
         Table("table1", "Table 1: perplexity against the baseline",
               "Per setting and variant: n finished runs (n_diverged left out of means); "
               "mean ± 95% t-interval over seeds; d_val_ppl: paired change against the baseline "
@@ -131,6 +138,26 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
     return made
 
 
+def draw_headline(runs: Runs, folder: Path) -> list[Plot]:
+    """The figures the report opens with: the forest plot of effects on validation loss, then
+    the internals per variant."""
+    made = []
+    forest = headline.forest_plot(runs.frame, folder / "effects_forest.png")
+    if forest is not None:
+        made.append(Plot("effects_forest", "Each variant's effect on validation loss",
+                         "Change in final validation loss against the baseline on the same "
+                         "seeds (mean and 95% interval over paired seeds; left of 0 = better), "
+                         "in the main setting; grey diamonds: the paper's effect, ln(PPL / "
+                         "6.026).", forest[0], forest[1]))
+    inside = headline.internals_plot(runs.frame, folder / "internals_by_variant.png")
+    if inside is not None:
+        made.append(Plot("internals_by_variant", "Sink, massive activations and gate scores",
+                         "f_attn, m_act (log scale) and the mean gate score per variant (mean "
+                         "and 95% interval over seeds), the paper's Table 4 values as diamonds.",
+                         inside[0], inside[1]))
+    return made
+
+
 def _meta(runs: Runs) -> dict[str, str]:
     frame = runs.frame
     statuses = frame.group_by("status").len().sort("status")
@@ -143,9 +170,23 @@ def _meta(runs: Runs) -> dict[str, str]:
         "runs": f"{frame.height} ({counts})",
         "variants": ", ".join(sorted(frame["variant"].drop_nulls().unique().to_list())) or "-",
         "settings": "; ".join(sorted(frame["setting"].drop_nulls().unique().to_list())) or "-",
+        "seeds": ", ".join(map(str, sorted(frame["seed"].drop_nulls().unique().to_list())))
+        or "-",
+        "wall time": _wall_time(frame),
         "git commits": ", ".join(commits) or "-",
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _wall_time(frame: pl.DataFrame) -> str:
+    """From the first run's start to the last run's end, and the runs' summed training time."""
+    starts, ends = frame["start_time"].drop_nulls(), frame["end_time"].drop_nulls()
+    if not starts.len() or not ends.len():
+        return "-"
+    span = (ends.max() - starts.min()).total_seconds() / 3600  # type: ignore[operator,union-attr]
+    train = frame["train_time_s"].drop_nulls().sum() / 3600
+    return (f"{span:.2f} h from the first run's start to the last one's end; "
+            f"{train:.2f} h of training summed over runs")
 
 
 def _notes(runs: Runs, claims: Sequence[Claim] | None) -> list[str]:
@@ -175,21 +216,6 @@ def _notes(runs: Runs, claims: Sequence[Claim] | None) -> list[str]:
     return notes
 
 
-def to_markdown(report: Report) -> str:
-    lines = [f"# {report.title}", ""]
-    lines += [f"- **{k}**: {v}" for k, v in report.meta.items()]
-    for table in report.tables:
-        lines += ["", f"## {table.title}", "", table.description, "", markdown_table(table.frame)]
-    if report.plots:
-        lines += ["", "## Plots"]
-        for plot in report.plots:
-            rel = plot.path.relative_to(report.out).as_posix()
-            lines += ["", f"### {plot.title}", "", plot.description, "",
-                      f"![{plot.title}]({rel})"]
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
-    return "\n".join(lines) + "\n"
-
-
 def write_report(runs: Runs, out: Path, title: str | None = None,
                  claims: Sequence[Claim] | None = None) -> Report:
     """Write the report of ``runs`` into ``out`` (created; files of a previous report of the
@@ -204,12 +230,16 @@ def write_report(runs: Runs, out: Path, title: str | None = None,
         table.frame.write_csv(path)
         files.append(path)
     made = draw_plots(runs, out / "plots")
-    files += [p.path for p in made]
+    top = draw_headline(runs, out / "plots")
+    files += [p.path for p in top + made]
+    verdict_rows = tables[0].frame
+    sentences = [Sentence(headline.verdict_sentence(r), r["verdict"])
+                 for r in verdict_rows.iter_rows(named=True)]
     runs.frame.write_parquet(out / "runs.parquet")
     files.append(out / "runs.parquet")
     report = Report(title, _meta(runs), tables, made, _notes(runs, claims), out, len(runs),
-                    files)
-    report.markdown_path.write_text(to_markdown(report))
+                    files, top, sentences)
+    report.markdown_path.write_text(render_markdown(report))
     report.html_path.write_text(render_html(report))
     files += [report.markdown_path, report.html_path]
     return report

@@ -1,5 +1,5 @@
-"""What a report holds: its tables, its plots and where its files are (written by
-``report.py``, rendered by ``report_html.py``)."""
+"""What a report holds: its headline figures and sentences, its tables, its plots and where its
+files are (written by ``report.py``, rendered by ``report_render.py``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ class Table:
     title: str
     description: str
     frame: pl.DataFrame
+    """Every column (the CSV file)."""
+    columns: tuple[str, ...] = ()
+    """The columns the HTML and Markdown show; empty: all."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,20 @@ class Plot:
     title: str
     description: str
     path: Path
+    alt_text: str | None = None
+    """What the image shows, in words; ``None``: its title and description."""
+
+    @property
+    def alt(self) -> str:
+        return self.alt_text or f"{self.title}: {self.description}"
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One verdict as a sentence (``headline.verdict_sentence``)."""
+
+    text: str
+    verdict: str
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,9 @@ class Report:
     out: Path
     n_runs: int
     files: list[Path] = field(default_factory=list)
+    headline: list[Plot] = field(default_factory=list)
+    """The figures the report opens with: the forest plot first."""
+    sentences: list[Sentence] = field(default_factory=list)
 
     @property
     def html_path(self) -> Path:

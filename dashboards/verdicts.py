@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -73,6 +73,10 @@ UNDECIDED: Verdict = "undecided within the cap"
 CONFOUNDED: Verdict = "reproduced, but a control gains as much"
 
 FIXED_PROCEDURE = "Holm over the claims tested here"
+
+LR_RATIO = "stable-LR ratio"
+"""The scale of an LR-tolerance row decided on divergences: the variant's largest
+non-diverged LR over the reference's."""
 
 SINK_MIN_F_ATTN = 0.2
 """For runs recorded before the per-head metrics: below this baseline ``f_attn`` there is no
@@ -132,6 +136,9 @@ class Evidence:
     unit: str = ""
     controls: str | None = None
     power_note: str = "not a t-test over seeds: no power computed"
+    shown: tuple[float | None, float | None, float | None] | None = None
+    """The estimate and interval as reported, where they differ from the tested quantity (a
+    level claim reports the mean, and tests its distance from the threshold)."""
 
     @property
     def low(self) -> float | None:
@@ -169,7 +176,7 @@ def _value(runs: pl.DataFrame, metric: str, scale: Scale) -> pl.DataFrame:
 
 
 def _pair(runs: pl.DataFrame, variant: str, reference: str, metric: str, scale: Scale
-          ) -> dict[str, object] | None:
+          ) -> dict[str, Any] | None:
     """The paired test of ``variant`` against ``reference`` in one unit; ``None`` when either
     has no runs there."""
     present = set(runs["variant"].to_list())
@@ -183,7 +190,7 @@ def _pair(runs: pl.DataFrame, variant: str, reference: str, metric: str, scale: 
     return diff.row(0, named=True)
 
 
-def _difference_text(metric: str, scale: Scale, row: dict[str, object], unit: str) -> str:
+def _difference_text(metric: str, scale: Scale, row: dict[str, Any], unit: str) -> str:
     diff, ci = row["diff"], row["diff_ci95"]
     assert diff is None or isinstance(diff, float)
     assert ci is None or isinstance(ci, float)
@@ -199,7 +206,7 @@ def _p_text(p: float | None, p_adj: float | None) -> str:
     return f"p = {_fmt(p, 2)} (adjusted {_fmt(p_adj, 2)})"
 
 
-def _controls(claim: Claim, unit: Unit) -> list[tuple[str, dict[str, object]]]:
+def _controls(claim: Claim, unit: Unit) -> list[tuple[str, dict[str, Any]]]:
     """The claim's controls present in the unit, each with the variant's paired test
     against it."""
     out = []
@@ -210,7 +217,7 @@ def _controls(claim: Claim, unit: Unit) -> list[tuple[str, dict[str, object]]]:
     return out
 
 
-def _control_text(claim: Claim, tests: list[tuple[str, dict[str, object]]]) -> str | None:
+def _control_text(claim: Claim, tests: list[tuple[str, dict[str, Any]]]) -> str | None:
     if not tests:
         return None
     parts = []
@@ -222,7 +229,7 @@ def _control_text(claim: Claim, tests: list[tuple[str, dict[str, object]]]) -> s
     return "; ".join(parts)
 
 
-def _beats(claim: Claim, row: dict[str, object]) -> bool:
+def _beats(claim: Claim, row: dict[str, Any]) -> bool:
     diff, p = row["diff"], row["p_value"]
     assert diff is None or isinstance(diff, float)
     assert p is None or isinstance(p, float)
@@ -319,7 +326,8 @@ def level(claim: Claim, unit: Unit) -> Evidence | None:
 
     return Evidence(f"{claim.variant}: {claim.metric} vs {claim.threshold:g}", t.n, effect,
                     t.ci95, t.p_value, decide, statistic, t.note, sequential=True,
-                    sd=sd_from_ci95(t.ci95, t.n))
+                    sd=sd_from_ci95(t.ci95, t.n), scale=f"mean vs {claim.threshold:g}",
+                    shown=(t.estimate, t.low, t.high))
 
 
 def share(claim: Claim, unit: Unit) -> Evidence | None:
@@ -397,7 +405,8 @@ def lr_tolerance(claim: Claim, runs: pl.DataFrame, lr_setting_id: str) -> Eviden
     if base["n_lrs"] < 2:
         return Evidence(comparison, 0, ratio, None, None,
                         lambda _: (INCONCLUSIVE, "an LR grid is needed (the lr-tolerance "
-                                                 "sweep)"), lambda _: "one learning rate")
+                                                 "sweep)"), lambda _: "one learning rate",
+                        scale=LR_RATIO)
     grid = lr_grid(grid_runs)
 
     def counts(name: str, lr: float) -> tuple[int, int]:
@@ -422,12 +431,13 @@ def lr_tolerance(claim: Claim, runs: pl.DataFrame, lr_setting_id: str) -> Eviden
                                   "one seed per LR: Fisher's test cannot reach p < 0.05")
         return Evidence(comparison, nb + ng, ratio, None, p, decide,
                         lambda p_adj: f"{text} {_p_text(p, p_adj)}", power_note=(
-                            "Fisher's exact test on divergence counts: no power computed"))
+                            "Fisher's exact test on divergence counts: no power computed"),
+                        scale=LR_RATIO)
     if base["degraded_lr"] is None:
         return Evidence(comparison, 0, ratio, None, None,
                         lambda _: (INCONCLUSIVE, f"{claim.reference} neither diverged nor "
                                                  "degraded at any LR tried: extend the grid "
-                                                 "upwards"), lambda _: head)
+                                                 "upwards"), lambda _: head, scale=LR_RATIO)
     lr = base["degraded_lr"]
     at_lr = runs.filter((pl.col("lr_setting_id") == lr_setting_id) & (pl.col("lr") == lr))
     row = _pair(completed(at_lr), claim.variant, claim.reference, "val_loss",
@@ -563,7 +573,7 @@ def _power(e: Evidence, m: int) -> Power:
 
 
 def _record(row: _Row, verdict: Verdict, note: str | None, p_adj: float | None, m: int,
-            procedure: str, extra: str | None = None) -> dict[str, object]:
+            procedure: str, extra: str | None = None) -> dict[str, Any]:
     e = row.evidence
     power = _power(e, m)
     statistic = e.statistic(p_adj)
@@ -578,6 +588,8 @@ def _record(row: _Row, verdict: Verdict, note: str | None, p_adj: float | None, 
     if e.scale == "share":
         low, high = (None if e.estimate is None or e.ci95 is None else e.estimate - e.ci95,
                      None if e.estimate is None or e.ci95 is None else e.estimate + e.ci95)
+    if e.shown is not None:
+        est, low, high = e.shown
     return {"claim": row.claim.id, "statement": row.claim.statement, "paper": row.claim.paper,
             "comparison": e.comparison, "setting": row.setting, "at": row.at, "lr": row.lr,
             "n": e.n, "estimate": est, "ci_low": low, "ci_high": high, "scale": e.scale,
@@ -587,7 +599,7 @@ def _record(row: _Row, verdict: Verdict, note: str | None, p_adj: float | None, 
             "procedure": procedure, "setting_id": row.setting_id}
 
 
-def _fixed(rows: list[_Row], procedure: str = FIXED_PROCEDURE) -> list[dict[str, object]]:
+def _fixed(rows: list[_Row], procedure: str = FIXED_PROCEDURE) -> list[dict[str, Any]]:
     adjusted = holm([r.evidence.p_value for r in rows])
     m = sum(p is not None for p in adjusted)
     out = []
@@ -602,7 +614,7 @@ def _restrict(runs: pl.DataFrame, seeds: Sequence[int]) -> pl.DataFrame:
 
 
 def _sequential(runs: pl.DataFrame, claims: Sequence[Claim], design: Design
-                ) -> list[dict[str, object]]:
+                ) -> list[dict[str, Any]]:
     """Replay the design's looks on the recorded runs: each t-test row is decided at the first
     look where it crosses its boundary, else reported at the latest look reached."""
     present = set(runs["seed"].drop_nulls().to_list())

@@ -1,8 +1,13 @@
 """Named size presets: the backbones gatelab builds.
 
-``tiny`` trains on a CPU in a minute; the ``paper-*`` shapes are the paper's models. They need
-not train here, but they build on the meta device, which is how the registry counts the
+``tiny`` trains on a CPU in a minute; ``gpu-20m`` and ``gpu-125m`` (and their MoE versions) are
+the GPU sizes between it and the paper, Qwen3-style like the paper's models (GQA, QK-norm, tied
+embeddings, SwiGLU 3x wide); the ``paper-*`` shapes are the paper's models. Those need not
+train here, but they build on the meta device, which is how the registry counts the
 parameters a variant adds at the paper's scale.
+
+Every GPU size keeps the paper's capacity controls legal: its query heads times 1.5
+(``more-q-heads``) and its key/value heads times 2 (``more-kv-heads``) still group evenly.
 """
 
 from __future__ import annotations
@@ -28,6 +33,32 @@ PRESETS: dict[str, Backbone] = {
     "sink-cpu": Backbone(
         n_layers=4, d_model=128, n_heads=4, n_kv_heads=2, head_dim=32, ffn_hidden=384,
         vocab_size=4096, qk_norm=False,
+    ),
+    # The small GPU size (recipes/gpu-20m.yaml): 20.1M non-embedding parameters, 12 layers,
+    # d_model 384, 8 q / 2 kv heads of 64 (q width 512 > d_model, as in Qwen3), FFN 1024.
+    # The vocabulary is the recipe's BPE (8192: 3.1M tied embedding parameters).
+    "gpu-20m": Backbone(
+        n_layers=12, d_model=384, n_heads=8, n_kv_heads=2, head_dim=64, ffn_hidden=1024,
+        vocab_size=8192,
+    ),
+    # gpu-20m with an MoE FFN for Table 1 (which is MoE): 16 experts top-4 of width 256, so the
+    # active FFN (4 x 256) is gpu-20m's and a token costs about what it costs there; 62.6M
+    # non-embedding parameters in all. `more-experts` makes it 20 experts top-8.
+    "gpu-20m-moe": Backbone(
+        n_layers=12, d_model=384, n_heads=8, n_kv_heads=2, head_dim=64, ffn_hidden=1024,
+        vocab_size=8192, moe=MoEConfig(n_experts=16, top_k=4, expert_hidden=256),
+    ),
+    # The larger GPU size (recipes/gpu-125m.yaml): 125.9M non-embedding parameters, 16 layers,
+    # d_model 768, 8 q / 2 kv heads of 128 (Qwen3's head width), FFN 2560.
+    "gpu-125m": Backbone(
+        n_layers=16, d_model=768, n_heads=8, n_kv_heads=2, head_dim=128, ffn_hidden=2560,
+        vocab_size=8192,
+    ),
+    # gpu-125m with 16 experts top-4 of width 640: the active FFN is gpu-125m's (409M
+    # non-embedding parameters in all).
+    "gpu-125m-moe": Backbone(
+        n_layers=16, d_model=768, n_heads=8, n_kv_heads=2, head_dim=128, ffn_hidden=2560,
+        vocab_size=8192, moe=MoEConfig(n_experts=16, top_k=4, expert_hidden=640),
     ),
     # Table 1's 15A2B MoE: 24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128, 128 experts
     # top-8. The expert width (768) and vocabulary are Qwen3-MoE's; the paper does not state them.

@@ -138,7 +138,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from gatelab.shipped import sweeps_file
 
     path = sweeps_file(args.sweeps)
-    sweep = get_sweep(args.name, path)  # a bad sweeps file fails before anything starts
+    sets = args.set or []
+    sweep = get_sweep(args.name, path, sets)  # a bad sweeps file fails before anything starts
+    if sets:
+        _say(f"sweep {args.name}: overrides from the command line: {', '.join(sets)}")
     ctx = SweepContext(tracking_uri=args.tracking_uri, experiment=args.experiment,
                        work_dir=Path(args.work_dir).resolve(), address=args.address,
                        retry_failed=args.retry_failed, sweeps_file=path)
@@ -147,7 +150,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.until_decided:
         return _until_decided(args, sweep, ctx)
     if args.dry_run:
-        report = dry_run(args.name, ctx)
+        report = dry_run(args.name, ctx, sweep)
         print(json.dumps(report.as_dict(), indent=2) if args.json else format_plan(report))
         return 0
     failed = False
@@ -198,14 +201,14 @@ def _until_decided(args: argparse.Namespace, sweep: Any, ctx: Any) -> int:
     claims = load_claims(args.claims)
     if args.dry_run:
         chosen = sweep_claims(sweep, args.name, claims)
-        design, rounds = dry_rounds(args.name, sweep, ctx, args.max_seeds)
+        design, planned = dry_rounds(args.name, sweep, ctx, args.max_seeds)
         print(f"sweep {args.name}: until decided, {len(chosen)} claims: "
               f"{', '.join(c.id for c in chosen)}")
         print(f"design: looks at {', '.join(map(str, design.looks))} seeds (seeds "
               f"{list(design.seeds)}), alpha {design.alpha:g} spent over the looks")
         print(table(("look", "seeds", "alpha at look", "runs left through it", "about"), [
             (k + 1, len(seeds), f"{design.spent(k):.3g}", cost.runs_left,
-             f"{cost.seconds_estimate / 60:.1f} min") for k, seeds, cost in rounds]))
+             f"{cost.seconds_estimate / 60:.1f} min") for k, seeds, cost in planned]))
         print("Each later round trains only the variants of the claims still open, so it "
               "costs at most this.")
         return 0
@@ -224,8 +227,8 @@ def _until_decided(args: argparse.Namespace, sweep: Any, ctx: Any) -> int:
             view.close()
     print(format_summary(args.name, rounds[-1].summary))
     runs = load(args.name, ctx.uri, ctx.experiment)
-    chosen = {c.id for c in sweep_claims(sweep, args.name, claims)}
-    table_ = runs.verdicts(claims).filter(pl.col("claim").is_in(list(chosen)))
+    tested = [c.id for c in sweep_claims(sweep, args.name, claims)]
+    table_ = runs.verdicts(claims).filter(pl.col("claim").is_in(tested))
     print(table(("claim", "at", "verdict", "statistic"), [
         (r["claim"], r["at"], r["verdict"], r["statistic"])
         for r in table_.iter_rows(named=True)]))
@@ -371,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claims", metavar="FILE",
                    help="with --until-decided: the claims file (default: $GATELAB_CLAIMS, "
                    "else ./claims.yaml, else the shipped one)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a field of the sweep, dotted (seeds=[0,1], "
+                   "overrides.steps=500); repeatable")
     _add_run_places(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -387,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the claims to judge (default: $GATELAB_CLAIMS, else ./claims.yaml, "
                    "else the shipped claims.yaml)")
     p.set_defaults(func=cmd_report)
+
+    from gatelab.cli import compare, new
+
+    compare.add_parser(sub, TRACKING_HELP)
+    new.add_parser(sub)
 
     p = sub.add_parser("ui", help="the MLflow UI for the tracking store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +32,9 @@ class TokenizerKind(enum.StrEnum):
 TOKENIZER_KINDS: tuple[TokenizerKind, ...] = tuple(TokenizerKind)
 MIN_BPE_VOCAB = 258
 """256 byte tokens, end-of-text and at least one merge."""
+BPE_TRAIN_BYTES = 1 << 30
+"""A BPE trains on the train split's first documents up to this many UTF-8 bytes (1 GiB: the
+whole split of any corpus that fits in memory, a sample of a sharded one)."""
 
 
 class TextTokenizer(Protocol):
@@ -105,6 +108,28 @@ def train_bpe(documents: list[str], vocab_size: int) -> BPETokenizer:
     return BPETokenizer(tok)
 
 
+def bpe_training_documents(train_documents: Iterable[str]) -> list[str]:
+    """The documents a BPE trains on: the train split's, in order, until they reach
+    ``BPE_TRAIN_BYTES`` (the document that crosses it included)."""
+    picked: list[str] = []
+    total = 0
+    for doc in train_documents:
+        picked.append(doc)
+        total += len(doc.encode("utf-8"))
+        if total >= BPE_TRAIN_BYTES:
+            break
+    return picked
+
+
+def load_tokenizer(kind: TokenizerKind, path: Path | None) -> TextTokenizer:
+    """A tokenizer from its saved file (``bytes`` needs none)."""
+    if kind == "bytes":
+        return ByteTokenizer()
+    if path is None:
+        raise ValueError("a BPE tokenizer is loaded from its file; none was given")
+    return BPETokenizer(Tokenizer.from_file(str(path)))
+
+
 def bpe_path(cache_dir: Path, corpus_key: str, vocab_size: int) -> Path:
     return cache_dir / f"bpe-{corpus_key}-v{vocab_size}-t{TOKENIZER_VERSION}.json"
 
@@ -115,16 +140,17 @@ def cached_tokenizer(kind: TokenizerKind, vocab_size: int, corpus_key: str,
     if kind == "bytes":
         return ByteTokenizer()
     path = bpe_path(cache_dir, corpus_key, vocab_size)
-    return BPETokenizer(Tokenizer.from_file(str(path))) if path.is_file() else None
+    return load_tokenizer(kind, path) if path.is_file() else None
 
 
 def fit_tokenizer(kind: TokenizerKind, vocab_size: int, corpus_key: str, cache_dir: Path,
-                  train_documents: list[str]) -> TextTokenizer:
-    """The cached tokenizer, or a BPE trained on ``train_documents`` and cached."""
+                  train_documents: Iterable[str]) -> TextTokenizer:
+    """The cached tokenizer, or a BPE trained on ``train_documents`` (read only as far as
+    ``bpe_training_documents`` takes them) and cached."""
     found = cached_tokenizer(kind, vocab_size, corpus_key, cache_dir)
     if found is not None:
         return found
-    tokenizer = train_bpe(train_documents, vocab_size)
+    tokenizer = train_bpe(bpe_training_documents(train_documents), vocab_size)
     path = bpe_path(cache_dir, corpus_key, vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A private temporary name, then an atomic rename: concurrent runs sharing the cache never

@@ -1,35 +1,73 @@
 """The token ids a run trains on: each split's, cached once per corpus and tokenizer.
 
 ``prepare_data(DataConfig)`` finds the corpus (``corpus.py``), trains or loads the
-tokenizer (``tokenizer.py``) and caches the token ids under ``cache_dir`` as
-``tokens-<corpus key>-<tokenizer key>.npz``; a second call only hashes the source and loads
-that file. Each split is its documents' tokens, each followed by the end-of-text id.
+tokenizer (``tokenizer.py``) and caches the token ids under ``cache_dir``, keyed by the
+corpus's content and the tokenizer: in memory (``tokens-<corpus key>-<tokenizer key>.npz``,
+loaded whole), or for a folder of shards or a large file in the sharded token store
+(``store.py``: ``store-<corpus key>-<tokenizer key>/``, memory-mapped); ``DataConfig.store``
+says which. A second call only hashes the source and loads or maps the cache. Each split is
+its documents' tokens, each followed by the end-of-text id, the same in either cache.
 Bits per byte (``bits_per_byte``) compare losses across tokenizers.
 """
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 import math
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from gatelab.runners.data.corpus import SPLITS, SplitName, locate_source, read_corpus
+from gatelab.runners.data.corpus import (
+    SPLITS,
+    Source,
+    SplitName,
+    locate_source,
+    read_corpus,
+    shard_documents,
+    source_shards,
+    split_of,
+)
+from gatelab.runners.data.store import (
+    TokenArray,
+    build_store,
+    open_store,
+    store_complete,
+    store_lock,
+    store_path,
+)
 from gatelab.runners.data.tokenizer import (
     MIN_BPE_VOCAB,
     TOKENIZER_KINDS,
     TOKENIZER_VERSION,
     TextTokenizer,
     TokenizerKind,
+    bpe_path,
     cached_tokenizer,
     fit_tokenizer,
 )
+
+MEMORY_MAX_BYTES = 256 << 20
+"""``store: auto`` keeps a single source file up to this size in memory."""
+
+
+class TokenStore(enum.StrEnum):
+    """Where a corpus's token ids are cached and read from; the same ids either way, so not
+    part of a run's identity."""
+
+    AUTO = "auto"
+    """``shards`` for a folder or a file over ``MEMORY_MAX_BYTES``, else ``memory``."""
+    MEMORY = "memory"
+    """One ``.npz`` file, loaded whole."""
+    SHARDS = "shards"
+    """The sharded token store (``store.py``): built in parallel, memory-mapped."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +81,11 @@ class DataConfig:
     vocab_size: int = 4096
     """BPE vocabulary size requested; ignored by ``bytes`` (always 257)."""
     cache_dir: str = ".gatelab/cache"
+    store: TokenStore = TokenStore.AUTO
+    build_workers: int | None = None
+    """Processes that build a sharded store (``None``: one per core, at most one per shard)."""
+    progress: bool = True
+    """Show a progress bar while a sharded store is built."""
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZER_KINDS:
@@ -61,10 +104,11 @@ class DataConfig:
 
 @dataclass(frozen=True, eq=False)
 class TokenData:
-    train: np.ndarray
-    """Token ids (uint16 when the vocabulary fits, else int32), documents joined by EOT."""
-    val: np.ndarray
-    test: np.ndarray
+    train: TokenArray
+    """Token ids, documents joined by EOT: an array (uint16 when the vocabulary fits, else
+    int32), or memory-mapped shards (uint16 or uint32)."""
+    val: TokenArray
+    test: TokenArray
     vocab_size: int
     """The tokenizer's actual size: the model's embedding size."""
     bytes_per_token: dict[str, float]
@@ -81,7 +125,7 @@ class TokenData:
     def tokenizer_name(self) -> str:
         return self.tokenizer.name
 
-    def split(self, name: SplitName) -> np.ndarray:
+    def split(self, name: SplitName) -> TokenArray:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
     def describe(self) -> str:
@@ -96,6 +140,8 @@ def prepare_data(cfg: DataConfig) -> TokenData:
     start = time.perf_counter()
     cache = Path(cfg.cache_dir)
     source = locate_source(cfg.source, cfg.text_column)
+    if _sharded(cfg.store, source):
+        return _prepare_sharded(cfg, source, start)
     tokens_path = cache / f"tokens-{source.key}-{cfg.tokenizer_key}.npz"
     tokenizer = cached_tokenizer(cfg.tokenizer, cfg.vocab_size, source.key, cache)
     if tokenizer is not None and tokens_path.is_file():
@@ -113,6 +159,46 @@ def prepare_data(cfg: DataConfig) -> TokenData:
                      corpus_name=source.name, corpus_hash=source.content_hash,
                      tokenizer=tokenizer, from_cache=from_cache,
                      seconds=time.perf_counter() - start)
+
+
+def _sharded(store: TokenStore, source: Source) -> bool:
+    if store is TokenStore.AUTO:
+        return source.kind == "folder" or (source.kind != "wiki"
+                                           and source.path.stat().st_size > MEMORY_MAX_BYTES)
+    return store is TokenStore.SHARDS
+
+
+def _prepare_sharded(cfg: DataConfig, source: Source, start: float) -> TokenData:
+    """``prepare_data`` through the sharded store: built once (one process builds it, any
+    other waits for it), then memory-mapped."""
+    cache = Path(cfg.cache_dir)
+    path = store_path(cache, source.key, cfg.tokenizer_key)
+    tokenizer = cached_tokenizer(cfg.tokenizer, cfg.vocab_size, source.key, cache)
+    from_cache = tokenizer is not None and store_complete(path)
+    if not from_cache:
+        with store_lock(path):
+            tokenizer = fit_tokenizer(cfg.tokenizer, cfg.vocab_size, source.key, cache,
+                                      _train_documents(source))
+            if not store_complete(path):
+                tokenizer_file = (None if cfg.tokenizer == "bytes"
+                                  else bpe_path(cache, source.key, cfg.vocab_size))
+                build_store(source, tokenizer, cfg.tokenizer, tokenizer_file, path,
+                            cfg.build_workers, cfg.progress)
+    assert tokenizer is not None
+    splits, bytes_per_token = open_store(path)
+    return TokenData(train=splits["train"], val=splits["val"], test=splits["test"],
+                     vocab_size=tokenizer.vocab_size, bytes_per_token=bytes_per_token,
+                     corpus_name=source.name, corpus_hash=source.content_hash,
+                     tokenizer=tokenizer, from_cache=from_cache,
+                     seconds=time.perf_counter() - start)
+
+
+def _train_documents(source: Source) -> Iterator[str]:
+    """The train split's documents in order, read as far as they are wanted."""
+    for shard in source_shards(source):
+        for doc in shard_documents(shard, source.text_column):
+            if split_of(doc) == "train":
+                yield doc
 
 
 def _encode_splits(tokenizer: TextTokenizer, documents: dict[SplitName, list[str]]

@@ -70,9 +70,10 @@ def plan_sweep(name: str, ctx: SweepContext, sweep: Sweep | None = None
     return plan, numerics
 
 
-def dry_run(name: str, ctx: SweepContext) -> PlanReport:
-    """The plan (every run with its hash and state), its counts, and the compute estimate."""
-    sweep = get_sweep(name, ctx.sweeps_file)
+def dry_run(name: str, ctx: SweepContext, sweep: Sweep | None = None) -> PlanReport:
+    """The plan (every run with its hash and state), its counts, and the compute estimate;
+    ``sweep``: the sweep as given (with ``--set`` overrides), else read from the file."""
+    sweep = sweep or get_sweep(name, ctx.sweeps_file)
     if sweep.search is not None:
         return search_plan(name, sweep, ctx)
     plan, numerics = plan_sweep(name, ctx, sweep)

@@ -18,9 +18,13 @@ is rejected before anything is resolved (``gatelab.registry.loader``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gatelab.registry.errors import Problem, SpecError, closest
 from gatelab.registry.from_dict import Bound, bounded, from_dict
@@ -99,14 +103,47 @@ class Sweep:
     ``None``: twice the sweep's seeds. Allowed: >= 2 and <= 1000."""
 
 
-def load_sweeps(path: Path | None = None) -> dict[str, Sweep]:
+def with_sets(name: str, body: object, sets: Sequence[str]) -> object:
+    """``body`` (one sweep's YAML data) with ``--set FIELD=VALUE`` overrides merged in through
+    OmegaConf's dotlist parsing (``seeds=[0,1]``, ``overrides.steps=500``)."""
+    if not sets:
+        return body
+    for item in sets:
+        if "=" not in item or not item.split("=", 1)[0]:
+            raise SpecError(f"--set {item}", [Problem(name, "expected FIELD=VALUE, e.g. "
+                                                            "--set overrides.steps=500")])
+    try:
+        merged = OmegaConf.merge(OmegaConf.create(body if isinstance(body, dict) else {}),
+                                 OmegaConf.from_dotlist(list(sets)))
+    except OmegaConfBaseException as err:
+        raise SpecError(f"--set {' '.join(sets)}",
+                        [Problem(name, str(err).splitlines()[0])]) from None
+    return OmegaConf.to_container(merged, resolve=False)
+
+
+def _set_origin(problem: Problem, name: str, sets: Sequence[str]) -> Problem:
+    for item in sets:
+        key = f"{name}.{item.split('=', 1)[0]}"
+        source = (problem.source or "").rsplit(": ", 1)[-1]  # a recipe field's origin
+        if any(where == key or where.startswith((f"{key}.", f"{key}["))
+               for where in (problem.field, source)):
+            return Problem(problem.field, problem.message, f"--set {item}")
+    return problem
+
+
+def load_sweeps(path: Path | None = None, sets: Mapping[str, Sequence[str]] | None = None
+                ) -> dict[str, Sweep]:
     """Every sweep in the file (``None``: ``gatelab.shipped.sweeps_file()``), validated with
     its recipe; ``SpecError`` lists every problem. Specs are not loaded (``get_sweep`` loads
-    the ones a sweep uses)."""
+    the ones a sweep uses). ``sets``: ``--set`` overrides per sweep name, merged before
+    validation; a problem they cause names the ``--set`` it came from."""
     path = sweeps_file(path)
     raw = plain_data(path)
     if not isinstance(raw, dict):
         raise SpecError(str(path), [Problem("<top>", "must map sweep names to sweeps")])
+    for name, items in (sets or {}).items():
+        if name in raw:
+            raw[name] = with_sets(name, raw[name], items)
     problems: list[Problem] = []
     sweeps: dict[str, Sweep] = {}
     known = set(spec_paths())
@@ -118,16 +155,25 @@ def load_sweeps(path: Path | None = None) -> dict[str, Sweep]:
                 problems += _recipe_problems(path, str(name), sweep)
             sweeps[str(name)] = sweep
     if problems:
-        raise SpecError(str(path), problems)
+        raise SpecError(str(path), [_set_origin(p, name, items) for p in problems
+                                    for name, items in [_owner(p, sets or {})]])
     return sweeps
 
 
-def get_sweep(name: str, path: Path | None = None) -> Sweep:
+def _owner(problem: Problem, sets: Mapping[str, Sequence[str]]) -> tuple[str, Sequence[str]]:
+    for where in (problem.field, (problem.source or "").rsplit(": ", 1)[-1]):
+        name = where.split(".")[0]
+        if name in sets:
+            return name, sets[name]
+    return "", ()
+
+
+def get_sweep(name: str, path: Path | None = None, sets: Sequence[str] = ()) -> Sweep:
     """The sweep ``name`` of the file, validated, with the specs it uses: ``SpecError``
     (naming the sweep and each invalid spec file) if a named variant's file is invalid, or if
     it has a ``select`` and any spec file is."""
     path = sweeps_file(path)
-    sweeps = load_sweeps(path)
+    sweeps = load_sweeps(path, {name: sets} if sets else None)
     if name not in sweeps:
         raise KeyError(f"unknown sweep {name!r}{closest(name, sweeps)} in {path}; "
                        f"known: {', '.join(sweeps)}")

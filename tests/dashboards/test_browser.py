@@ -31,25 +31,37 @@ def test_html_report_renders_tables_and_images(real_sweep: RealSweep, browser: A
          real_sweep.uri, "--out", str(out)], cwd=real_sweep.folder, capture_output=True,
         text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
     try:
         page.goto((out / "report.html").as_uri())
         page.wait_for_load_state("load")
-        assert page.locator("table").count() == 7
-        table1 = page.locator("#table1 + p + div table")
+        # It leads with the answer: the forest plot is the first image, then the internals.
+        first = page.evaluate("Array.from(document.images).slice(0, 2).map("
+                              "i => i.closest('figure').id)")
+        assert first == ["effects_forest", "internals_by_variant"]
+        # Nothing is wider than the 1280 px window: no horizontal scrolling.
+        widest = page.evaluate("Math.max(...Array.from(document.querySelectorAll('body *'))"
+                               ".map(e => e.getBoundingClientRect().right))")
+        assert widest <= 1280 and page.evaluate(
+            "document.documentElement.scrollWidth") <= 1280, widest
+        assert page.locator("table").count() == 8
+        table1 = page.locator("h2#table1 ~ table").first
         smoke = short_smoke()["variants"]
         assert table1.locator("tbody tr").count() == len(smoke)
         assert all(variant in table1.inner_text() for variant in smoke)
-        verdicts = page.locator("td.v-inconclusive").all_inner_texts()
-        assert verdicts and set(verdicts) == {"inconclusive at this scale"}  # one seed
-        assert page.locator("td.v-reproduced").count() == 0
+        # The verdicts as sentences, each with its statistic, one per verdict row.
+        sentences = page.locator("#verdict-sentences li").all_inner_texts()
+        rows = page.locator("h2#verdicts ~ table").first.locator("tbody tr").count()
+        assert sentences and len(sentences) == rows
+        assert all(" n = " in s and ("p = " in s or "no p-value" in s) for s in sentences)
+        assert any("seeds would decide it" in s for s in sentences)  # two seeds: power
         images = page.evaluate("Array.from(document.images).map(i => [i.complete, "
-                               "i.naturalWidth, i.naturalHeight])")
-        assert len(images) == 7  # every plot but loss against LR (smoke has one LR)
+                               "i.naturalWidth, i.naturalHeight, i.alt])")
+        assert len(images) == 9  # two headline figures, every plot but loss against LR
         for key in ("loss_curves", "internals_per_layer", "internals_over_training",
                     "sink_metrics_over_training", "gate_histograms", "attention_maps"):
             assert page.locator(f"figure#{key} img").count() == 1, key
-        assert all(done and w > 0 and h > 0 for done, w, h in images)
+        assert all(done and w > 0 and h > 0 and len(alt) > 20 for done, w, h, alt in images)
         shot = page.screenshot(full_page=True)
         assert shot.startswith(PNG) and len(shot) > 50_000
     finally:
@@ -78,7 +90,8 @@ def test_mlflow_ui_lists_the_sweep_runs(real_sweep: RealSweep, browser: Any,
     names = [r.info.run_name for r in client.search_runs(
         [experiment.experiment_id], f"tags.`gatelab.sweep.{real_sweep.name}` = '1'")]
     training = [n for n in names if not n.startswith("summary-")]  # the report's summary run
-    assert len(training) == len(short_smoke()["variants"])
+    smoke = short_smoke()
+    assert len(training) == len(smoke["variants"]) * len(smoke["seeds"])
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "ui.log", "w")  # noqa: SIM115

@@ -35,12 +35,16 @@ def test_report_files_and_self_contained_html(store: Store, tmp_path: Path) -> N
         assert plot.path.read_bytes().startswith(PNG)
     html = report.html_path.read_text()
     assert "<script" not in html and not re.search(r"(src|href)=['\"]?(https?:)?//", html)
-    images = re.findall(r"<img [^>]*src='([^']*)'", html)
-    assert len(images) == len(report.plots) and all(
+    images = re.findall(r"<img [^>]*src=\"([^\"]*)\"", html)
+    assert len(images) == len(report.headline) + len(report.plots) and all(
         src.startswith("data:image/png;base64,") for src in images)
+    assert [p.key for p in report.headline][:1] == ["effects_forest"]
+    assert html.index("effects_forest") < html.index("id=\"verdict-sentences\"") < html.index(
+        "id=\"table1\"")
     assert html.count("<table") == len(report.tables)
     md = report.markdown_path.read_text()
     assert "## Table 1: perplexity against the baseline" in md and "](plots/loss_curves.png)" in md
+    assert md.index("## The answer") < md.index("## Verdicts") < md.index("## Table 1")
     assert runs.arrays() == {}  # synthetic runs log no internals.npz: said, not drawn
     assert "have no internals.npz artifact" in md and "attention_maps.png" not in names
     t1 = pl.read_csv(report.out / "tables" / "table1.csv")

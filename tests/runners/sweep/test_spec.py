@@ -23,7 +23,12 @@ def test_the_shipped_sweeps_load_and_name_known_variants() -> None:
     assert len(tolerance.seeds) >= 3 and len(tolerance.lrs) >= 3
 
 
-def test_every_run_of_every_sweep_has_a_distinct_hash() -> None:
+def test_every_run_of_every_sweep_has_a_distinct_hash(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = tmp_path / "data" / "fineweb-edu"  # the GPU recipes' corpus, a stand-in
+    corpus.mkdir(parents=True)
+    (corpus / "000.jsonl").write_text("\n".join(f'{{"text": "document {i}"}}' for i in range(9)))
+    monkeypatch.chdir(tmp_path)
     for name, sweep in load_sweeps().items():
         if sweep.search is not None:
             continue
@@ -168,3 +173,20 @@ def test_a_bad_spec_file_fails_only_the_sweeps_that_use_it(tmp_path: Path,
                                       f"{bad_spec}: gate.init.std: nan")
     with pytest.raises(SpecError, match="my-bad-gate.yaml: gate.init.std"):
         selected_variants(sweeps["g1"])
+
+
+def test_command_line_sets_override_a_sweep_and_are_blamed_for_their_errors() -> None:
+    from gatelab.registry.errors import SpecError
+    from gatelab.runners.sweep.spec import get_sweep
+
+    sweep = get_sweep("smoke", None, ["seeds=[3,4]", "overrides.steps=50", "max_seeds=6"])
+    assert sweep.seeds == (3, 4) and sweep.overrides["steps"] == 50 and sweep.max_seeds == 6
+    assert sweep.overrides["eval_every"] == 50  # the file's other overrides are kept
+    with pytest.raises(SpecError) as err:
+        get_sweep("smoke", None, ["overrides.stepz=50"])
+    assert "--set overrides.stepz=50: stepz: unknown field (did you mean 'steps'?)" in str(
+        err.value)
+    with pytest.raises(SpecError, match=r"--set seeds=\[-1\]: smoke.seeds\[0\]: -1 is out"):
+        get_sweep("smoke", None, ["seeds=[-1]"])
+    with pytest.raises(SpecError, match="expected FIELD=VALUE"):
+        get_sweep("smoke", None, ["seeds"])

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import polars as pl
 
+from gatelab.contract import SINK_HEAD_THRESHOLD
 from gatelab.dashboards import headline, plots
 from gatelab.dashboards.claims import Claim
 from gatelab.dashboards.columns import DONE_STATUSES, layer_columns
 from gatelab.dashboards.compare import finished
+from gatelab.dashboards.families import family_table
 from gatelab.dashboards.lr_tolerance import DEGRADED_MARGIN
 from gatelab.dashboards.report_parts import Plot, Report, Sentence, Table
 from gatelab.dashboards.report_render import render_html, render_markdown
@@ -79,6 +81,17 @@ def build_tables(runs: Runs, claims: Sequence[Claim] | None = None) -> list[Tabl
               "Mean m_act of the finished runs at each LR, and its growth from the smallest to "
               "the largest LR: massive activations grow by orders of magnitude with the LR.",
               runs.massive_activations_per_lr()),
+        Table("families", "The gate and its alternatives, side by side",
+              "Per setting and variant, grouped by family (paper gates, paper controls, "
+              "SwitchHead, sink mitigations): finished runs, validation loss, f_attn, m_act, "
+              "gate score, the per-head sink metrics and the step time (ms), mean ± 95% CI; "
+              "d_*: the paired change against the baseline on the same seeds.",
+              family_table(runs.frame)),
+        Table("sink_onset", "Sink onset",
+              "Per run: the first evaluation step at which some layer's largest head put at "
+              f"least {SINK_HEAD_THRESHOLD} of its attention on the first token (a sink head, "
+              "Gu et al. 2024), and the largest share seen; with log-spaced evaluations (the "
+              "sink-onset sweep) the onset is bracketed by its neighbours.", runs.sink_onset()),
         Table("stability", "Training stability",
               "Over finished and diverged runs: divergences, loss spikes, spike score (summed "
               "excess loss of spikes, nats), largest gradient norm before clipping; paired "

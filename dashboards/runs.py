@@ -23,6 +23,7 @@ from gatelab.dashboards.columns import FINISHED
 from gatelab.dashboards.load import to_frame
 from gatelab.dashboards.raw_runs import RunStore
 from gatelab.dashboards.sequential import Design
+from gatelab.dashboards.sink_onset import sink_onset
 from gatelab.dashboards.store import Backend, open_store
 from gatelab.dashboards.verdicts import untested, verdicts
 
@@ -121,6 +122,14 @@ class Runs:
     def untested(self, claims: Sequence[Claim] | None = None) -> list[str]:
         """Claims these runs cannot test (their variants or an LR grid were not run)."""
         return untested(self.frame, claims)
+
+    def sink_onset(self) -> pl.DataFrame:
+        """Per run: the first evaluation step at which some head reached the sink threshold
+        (``dashboards/sink_onset.py``), from the logged per-layer sink metrics."""
+        names = [c for c in self.frame.columns if c.startswith("sink_head_max.layer")]
+        if not names:
+            return sink_onset(pl.DataFrame())
+        return sink_onset(self.history(names))
 
     def massive_activations_per_lr(self) -> pl.DataFrame:
         """Variant x LR: mean ``m_act`` at each LR and its growth over the grid."""

@@ -1,4 +1,5 @@
-"""Grouped-query softmax attention with a gate (or control) at the spec's insertion point."""
+"""Grouped-query attention with a gate (or control) at the spec's insertion point, the spec's
+normaliser (softmax by default) and, where the spec has SwitchHead, expert k/v projections."""
 
 from __future__ import annotations
 
@@ -8,19 +9,32 @@ from torch import nn
 from gatelab.model import attention_ops
 from gatelab.model.gates import Gate, insertion_points
 from gatelab.model.init import linear
+from gatelab.model.normalisers import build_normaliser
 from gatelab.model.norms import RMSNorm
 from gatelab.model.rope import apply_rope
+from gatelab.model.switch_head import Router, kv_projections
 from gatelab.registry.backbone import Backbone
-from gatelab.registry.schema import GateSpec, Position, SdpaControl
+from gatelab.registry.schema import (
+    GateSpec,
+    NormaliserSpec,
+    Position,
+    SdpaControl,
+    SwitchHeadSpec,
+)
 
 Tensor = torch.Tensor
 
+SOFTMAX = NormaliserSpec()
+"""The paper's normaliser, the default."""
+
 
 class Attention(nn.Module):
-    """Q/K/V projections, QK-norm, RoPE, causal SDPA, output projection; and G1..G5.
+    """Q/K/V projections, QK-norm, RoPE, causal attention, output projection; and G1..G5.
 
     Every insertion point holds a module ``(x, y) -> y'``: a ``Gate``, a control, or
-    ``Passthrough``. ``forward`` therefore has no branch on the variant.
+    ``Passthrough``; ``wk`` and ``wv`` are linear layers or SwitchHead experts; ``normalise``
+    turns scores into weights, and ``kernel`` is the fused kernel for softmax or the explicit
+    path with ``normalise``. ``forward`` therefore has no branch on the variant.
     """
 
     def __init__(
@@ -29,14 +43,15 @@ class Attention(nn.Module):
         gate: GateSpec | None = None,
         control: SdpaControl | None = None,
         kernel: attention_ops.Kernel = attention_ops.Kernel.SDPA,
+        normaliser: NormaliserSpec = SOFTMAX,
+        switch_head: SwitchHeadSpec | None = None,
     ):
         super().__init__()
         bb = backbone
         self.n_heads, self.n_kv_heads, self.head_dim = bb.n_heads, bb.n_kv_heads, bb.head_dim
         out_std = 0.02 / (2 * bb.n_layers) ** 0.5
         self.wq = linear(bb.d_model, bb.n_heads * bb.head_dim)
-        self.wk = linear(bb.d_model, bb.n_kv_heads * bb.head_dim)
-        self.wv = linear(bb.d_model, bb.n_kv_heads * bb.head_dim)
+        self.wk, self.wv = kv_projections(bb, switch_head)
         self.wo = linear(bb.n_heads * bb.head_dim, bb.d_model, std=out_std)
         self.q_norm = RMSNorm(bb.head_dim, bb.norm_eps) if bb.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(bb.head_dim, bb.norm_eps) if bb.qk_norm else nn.Identity()
@@ -46,11 +61,14 @@ class Attention(nn.Module):
         self.gate_k = points[Position.G3]
         self.gate_q = points[Position.G4]
         self.gate_out = points[Position.G5]
-        self.kernel = attention_ops.KERNELS[kernel]
+        self.normalise = build_normaliser(normaliser, bb.n_heads)
+        self.kernel = attention_ops.kernel_for(attention_ops.kernel_used(kernel, normaliser),
+                                               self.normalise)
 
-    def gates(self) -> list[Gate]:
-        """The gate modules of this layer (zero or one)."""
-        return [m for m in self.modules() if isinstance(m, Gate)]
+    def gates(self) -> list[Gate | Router]:
+        """The modules of this layer that apply gate scores, each with a ``scores_out`` hook:
+        the gate, SwitchHead's router (zero, one or both)."""
+        return [m for m in self.modules() if isinstance(m, Gate | Router)]
 
     def forward(
         self, x_BTD: Tensor, cos_TK: Tensor, sin_TK: Tensor, return_probs: bool = False
@@ -64,7 +82,7 @@ class Attention(nn.Module):
         k_BTGK = apply_rope(self.k_norm(k_BTGK), cos_TK, sin_TK)
         probs = None
         if return_probs:
-            o_BTHK, probs = attention_ops.explicit(q_BTHK, k_BTGK, v_BTGK)
+            o_BTHK, probs = attention_ops.explicit(q_BTHK, k_BTGK, v_BTGK, self.normalise)
         else:
             o_BTHK = self.kernel(q_BTHK, k_BTGK, v_BTGK)
         o_BTHK = self.gate_sdpa(x_BTD, o_BTHK)

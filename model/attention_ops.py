@@ -3,16 +3,20 @@
 ``sdpa`` (torch's fused kernel) is the default; ``flash`` uses flash-attn (installed, on CUDA,
 in bf16); ``explicit`` also returns the probabilities, for the
 measurements that need them (attention sink, attention maps). ``explicit`` is the reference the
-other two are tested against.
+other two are tested against. The fused kernels compute softmax only: ``kernel_used`` gives every
+other normaliser (``gatelab.model.normalisers``) the explicit path, whatever kernel is named.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from gatelab.registry.schema import Normaliser, NormaliserSpec
 
 Tensor = torch.Tensor
 
@@ -42,8 +46,19 @@ def flash(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> Tensor:
     return out.to(dtype)
 
 
-def explicit(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> tuple[Tensor, Tensor]:
-    """Output (B, T, H, K) and probabilities (B, H, T_query, T_key)."""
+Normalise = Callable[[Tensor, Tensor], Tensor]
+"""``(scores_BHTS, future_TS) -> weights_BHTS``: an attention normaliser (``future_TS`` is True
+where a key comes after its query)."""
+
+
+def causal_softmax(scores_BHTS: Tensor, future_TS: Tensor) -> Tensor:
+    return scores_BHTS.masked_fill(future_TS, float("-inf")).softmax(-1)
+
+
+def explicit(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor,
+             normalise: Normalise = causal_softmax) -> tuple[Tensor, Tensor]:
+    """Output (B, T, H, K) and the weights ``normalise`` gives (B, H, T_query, T_key): for
+    softmax, the probabilities."""
     group = q_BTHK.shape[2] // k_BTGK.shape[2]
     k_BHTK = k_BTGK.repeat_interleave(group, dim=2).transpose(1, 2)
     v_BHTK = v_BTGK.repeat_interleave(group, dim=2).transpose(1, 2)
@@ -52,7 +67,7 @@ def explicit(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor) -> tuple[Tensor, Te
     T, S = scores_BHTS.shape[-2:]
     future = torch.ones(T, S, dtype=torch.bool, device=q_BTHK.device).triu(1)
     dtype = torch.promote_types(scores_BHTS.dtype, torch.float32)
-    probs_BHTS = scores_BHTS.to(dtype).masked_fill(future, float("-inf")).softmax(-1)
+    probs_BHTS = normalise(scores_BHTS.to(dtype), future)
     out_BHTK = probs_BHTS.to(v_BHTK.dtype) @ v_BHTK
     return out_BHTK.transpose(1, 2), probs_BHTS
 
@@ -101,3 +116,21 @@ KERNELS: dict[Kernel, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
     Kernel.FLASH: flash,
     Kernel.EXPLICIT: _explicit_out,
 }
+
+
+def _explicit_with(q: Tensor, k: Tensor, v: Tensor, normalise: Normalise) -> Tensor:
+    return explicit(q, k, v, normalise)[0]
+
+
+def kernel_used(kernel: Kernel, normaliser: NormaliserSpec) -> Kernel:
+    """The kernel family attention computes with: ``kernel`` for softmax, the explicit path for
+    every other normaliser (the fused kernels compute softmax only)."""
+    return kernel if normaliser.kind is Normaliser.SOFTMAX else Kernel.EXPLICIT
+
+
+def kernel_for(kernel: Kernel, normalise: Normalise) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The attention function of ``kernel`` (see ``kernel_used``); the explicit path with
+    ``normalise``."""
+    if kernel is Kernel.EXPLICIT:
+        return functools.partial(_explicit_with, normalise=normalise)
+    return KERNELS[kernel]

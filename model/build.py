@@ -77,8 +77,9 @@ def _count_built(backbone: Backbone, arch: Architecture) -> int:
 
 def _match_params(arch: Architecture, bb: Backbone) -> Backbone:
     """Narrow the dense FFN (or each expert) so the total equals the same architecture's
-    without its gate or control. The count is linear in the width, so two builds find it."""
-    plain = dataclasses.replace(arch, gate=None, sdpa_control=None, param_match=False)
+    without its gate, control, attention experts, sink tokens or learned sink logits. The
+    count is linear in the width, so two builds find it."""
+    plain = Architecture(norm=arch.norm, capacity=arch.capacity)
     target = _count_built(bb, plain)
     width = bb.moe.expert_hidden if bb.moe is not None else bb.ffn_hidden
     at_width = _count_built(bb, arch)

@@ -12,7 +12,15 @@ from collections.abc import Callable
 
 from gatelab.registry.errors import Problem
 from gatelab.registry.from_dict import Bound
-from gatelab.registry.schema import GateInput, Granularity, Position, Sharing, VariantSpec
+from gatelab.registry.schema import (
+    ExpertProjections,
+    GateInput,
+    Granularity,
+    Normaliser,
+    Position,
+    Sharing,
+    VariantSpec,
+)
 
 BOUNDS: dict[str, Bound] = {
     "gate.init.std": Bound(gt=0, le=10),
@@ -20,6 +28,11 @@ BOUNDS: dict[str, Bound] = {
     "capacity.q_heads_mult": Bound(gt=0, le=64),
     "capacity.kv_heads_mult": Bound(gt=0, le=64),
     "capacity.extra_experts": Bound(ge=0, le=1024),
+    "normaliser.gamma": Bound(ge=-1, le=0),
+    "normaliser.zeta": Bound(ge=1, le=2),
+    "sink_tokens": Bound(ge=0, le=16),
+    "switch_head.n_experts": Bound(ge=1, le=64),
+    "switch_head.top_k": Bound(ge=1, le=64),
 }
 """The allowed range of each number of a spec, by dotted field, for ``from_dict`` (``None``
 values, such as an absent bias, are not checked). Wide enough for any real variant; narrow
@@ -68,6 +81,48 @@ def _independent_gate_has_no_bias(spec: VariantSpec) -> list[Problem]:
     ]
 
 
+def _stretch_only_for_clipped_softmax(spec: VariantSpec) -> list[Problem]:
+    norm = spec.normaliser
+    clipped = norm.kind is Normaliser.CLIPPED_SOFTMAX
+    problems = []
+    for name, value, example in (("gamma", norm.gamma, -0.03), ("zeta", norm.zeta, 1.0)):
+        if clipped and value is None:
+            problems.append(Problem(f"normaliser.{name}", "is required with kind: "
+                                    f"clipped-softmax (Bondarenko et al. use {example})"))
+        elif not clipped and value is not None:
+            problems.append(Problem(f"normaliser.{name}", f"{value!r} is not allowed with kind: "
+                                    f"{norm.kind.value}: only clipped-softmax reads it; set "
+                                    f"{name}: null"))
+    return problems
+
+
+def _top_k_within_experts(spec: VariantSpec) -> list[Problem]:
+    switch = spec.switch_head
+    if switch is None or switch.top_k <= switch.n_experts:
+        return []
+    return [Problem("switch_head.top_k", f"{switch.top_k} is more than n_experts "
+                    f"({switch.n_experts}); choose top_k <= n_experts")]
+
+
+SWITCHED_POSITIONS = {
+    ExpertProjections.V: (Position.G2,),
+    ExpertProjections.KV: (Position.G2, Position.G3),
+}
+"""The gate positions whose tensor SwitchHead's experts produce (and its router gates)."""
+
+
+def _no_gate_on_switched_projection(spec: VariantSpec) -> list[Problem]:
+    switch, gate = spec.switch_head, spec.gate
+    if switch is None or gate is None:
+        return []
+    if gate.position not in SWITCHED_POSITIONS[switch.projections]:
+        return []
+    return [Problem("gate.position", f"{gate.position.value!r} is not allowed with switch_head "
+                    f"on {switch.projections.value}: its router already gates that projection "
+                    "(one expert top-1 is the G2 headwise gate); gate G1, G4 or G5, or set "
+                    "gate: null")]
+
+
 def _base_is_set(spec: VariantSpec) -> list[Problem]:
     if spec.base is None and spec.id != "baseline":
         return [Problem("base", "is required: name the spec this variant is a diff from")]
@@ -78,6 +133,9 @@ RULES: tuple[Callable[[VariantSpec], list[Problem]], ...] = (
     _no_heads_at_g5,
     _control_excludes_gate,
     _independent_gate_has_no_bias,
+    _stretch_only_for_clipped_softmax,
+    _top_k_within_experts,
+    _no_gate_on_switched_projection,
     _base_is_set,
 )
 

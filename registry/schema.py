@@ -1,7 +1,9 @@
 """The typed schema of a variant spec: what one YAML file in ``ablations/`` may say.
 
 A spec describes *architecture only*: where and how attention is gated, the paper's non-gate
-controls, norm placement and the parameter-matched capacity controls. Sizes live in
+controls, norm placement, the parameter-matched capacity controls, attention experts
+(SwitchHead, Table 6) and the sink mitigations beside the gate (the attention normaliser, sink
+tokens). Sizes live in
 ``registry/presets.py``; the training recipe and resources live elsewhere (see the README).
 ``gate: null`` is the baseline. Every field is validated on load (``registry/loader.py``).
 """
@@ -68,6 +70,35 @@ class NormPlacement(enum.StrEnum):
     SANDWICH = "sandwich"  # x + norm_out(f(norm(x))): the paper's Table 2 stabiliser
 
 
+class Normaliser(enum.StrEnum):
+    """What turns a query's attention scores into weights over the keys (``NormaliserSpec``).
+    Every row's weights cover the visible keys only (causal)."""
+
+    SOFTMAX = "softmax"  # the paper: exp(s_j) / sum_j exp(s_j)
+    SINK_LOGIT = "sink-logit"  # exp(s_j) / (exp(b_h) + sum_j exp(s_j)), b_h learned per head
+    SOFTMAX_PLUS_ONE = "softmax-plus-one"  # exp(s_j) / (1 + sum_j exp(s_j)): b_h fixed at 0
+    CLIPPED_SOFTMAX = "clipped-softmax"  # clip((zeta - gamma) * softmax + gamma, 0, 1)
+    SIGMOID = "sigmoid"  # sigmoid(s_j - log n), n the sequence length
+    RELU = "relu"  # relu(s_j) / n, n the sequence length
+
+
+class ExpertProjections(enum.StrEnum):
+    """The projections SwitchHead replaces by routed experts."""
+
+    V = "v"  # the value projection
+    KV = "kv"  # the key and the value projections, each with its own router
+
+
+class Family(enum.StrEnum):
+    """The group a variant belongs to in ``gatelab list`` and the family tables, in that order
+    (``VariantSpec.family``)."""
+
+    GATES = "paper gates"  # a gate at G1..G5 (Tables 1 and 4, and gate variants of our own)
+    CONTROLS = "paper controls"  # no gate: the baseline, capacity, norm and non-gate controls
+    SWITCH_HEAD = "SwitchHead"  # attention experts (Table 6)
+    SINK_MITIGATIONS = "sink mitigations"  # another normaliser or sink tokens (with any gate)
+
+
 @dataclass(frozen=True)
 class GateInit:
     """How the gate's parameters start."""
@@ -95,6 +126,40 @@ class GateSpec:
     activation: Activation = Activation.SIGMOID
     input: GateInput = GateInput.DEPENDENT
     init: GateInit = field(default_factory=GateInit)
+
+
+@dataclass(frozen=True)
+class NormaliserSpec:
+    """The attention normaliser. The default is the paper's softmax; the others are published
+    ways of letting a head put its attention nowhere (see ``Normaliser``). Only softmax runs on
+    the fused kernels (SDPA, flash-attn); the others run the explicit masked path whatever
+    kernel the run names."""
+
+    kind: Normaliser = Normaliser.SOFTMAX
+    gamma: float | None = None
+    """Clipped softmax's lower stretch (Bondarenko et al. 2023): weights below ``-gamma /
+    (zeta - gamma)`` of the softmax become exactly 0. Required for ``clipped-softmax`` (they
+    use -0.03), ``None`` for every other kind. Allowed: >= -1 and <= 0."""
+    zeta: float | None = None
+    """Clipped softmax's upper stretch: weights above ``(1 - gamma) / (zeta - gamma)`` become
+    exactly 1. Required for ``clipped-softmax`` (1.0: no upper clipping), ``None`` for every
+    other kind. Allowed: >= 1 and <= 2."""
+
+
+@dataclass(frozen=True)
+class SwitchHeadSpec:
+    """Attention experts (SwitchHead, Csordás et al. 2024; the paper's Table 6): each kv head's
+    value projection (and with ``kv`` its key projection) becomes ``n_experts`` projections of
+    the same shape; a sigmoid router per kv head scores every expert from the token's normed
+    input X, and the head's projection is the score-weighted sum of its ``top_k`` best-scored
+    experts. With 1 expert and top-1 this is the G2 headwise sigmoid gate (``g2-headwise``).
+    Routers are normal(0, 0.02) and bias-free, as the gate's projection."""
+
+    projections: ExpertProjections = ExpertProjections.V
+    n_experts: int = 1
+    """Experts per kv head. Allowed: >= 1 and <= 64."""
+    top_k: int = 1
+    """Experts each token uses per kv head; at most ``n_experts``. Allowed: >= 1 and <= 64."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +210,23 @@ class PaperResult:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A publication a variant comes from, other than the gated-attention paper (whose rows
+    are ``PaperResult``)."""
+
+    authors: str
+    """As cited: "Bondarenko et al." or every author."""
+    year: int
+    title: str
+    venue: str | None = None
+    """Where it appeared ("NeurIPS 2023"); ``None`` for a preprint or a blog post."""
+    arxiv: str | None = None
+    """The arXiv id ("2306.12929"), ``None`` if there is none."""
+    url: str | None = None
+    """Where to read it when it has no arXiv id."""
+
+
+@dataclass(frozen=True)
 class Architecture:
     """The part of a spec that changes the built model: what ``GatedLM`` and the run's
     identity take. The spec's descriptive fields (id, description, paper) are not in it."""
@@ -158,6 +240,13 @@ class Architecture:
     param_match: bool = False
     """Narrow the FFN so the total parameter count equals the same architecture's without its
     gate or control (the paper's dense runs do this)."""
+    normaliser: NormaliserSpec = field(default_factory=NormaliserSpec)
+    """The attention normaliser: the paper's softmax, or a sink mitigation."""
+    sink_tokens: int = 0
+    """Learned tokens prepended to every sequence (StreamingLLM's pre-training sink token:
+    1). Allowed: >= 0 and <= 16."""
+    switch_head: SwitchHeadSpec | None = None
+    """``None``: plain projections. Attention experts on v (or k and v)."""
 
 
 @dataclass(frozen=True)
@@ -181,8 +270,18 @@ class VariantSpec:
     param_match: bool = False
     """Narrow the FFN (dense width or expert width) so the total parameter count equals the
     baseline's at the same size, as the paper's dense runs do."""
+    normaliser: NormaliserSpec = field(default_factory=NormaliserSpec)
+    """The attention normaliser: the paper's softmax, or a sink mitigation (``Normaliser``)."""
+    sink_tokens: int = 0
+    """Learned tokens prepended to every sequence, each a learned embedding that passes
+    through every layer and is dropped from the logits (StreamingLLM's pre-training sink
+    token: 1). Allowed: >= 0 and <= 16."""
+    switch_head: SwitchHeadSpec | None = None
+    """``None``: plain projections. Attention experts on v (or k and v), Table 6."""
     paper: tuple[PaperResult, ...] = ()
     """The paper's rows this variant reproduces, with their reported numbers."""
+    sources: tuple[Reference, ...] = ()
+    """Where a variant that is not the gated-attention paper's comes from."""
 
     @property
     def architecture(self) -> Architecture:
@@ -194,11 +293,22 @@ class VariantSpec:
         """The first reproduced row's label (``T1-5``), ``None`` if none."""
         return self.paper[0].label if self.paper else None
 
+    @property
+    def family(self) -> Family:
+        """Attention experts first, then another normaliser or sink tokens (a gate may come
+        with them), then a gate, then the rest (the baseline and the controls)."""
+        if self.switch_head is not None:
+            return Family.SWITCH_HEAD
+        if self.normaliser.kind is not Normaliser.SOFTMAX or self.sink_tokens:
+            return Family.SINK_MITIGATIONS
+        return Family.GATES if self.gate is not None else Family.CONTROLS
 
-ARCHITECTURE_FIELDS = ("gate", "sdpa_control", "norm", "capacity", "param_match")
+
+ARCHITECTURE_FIELDS = ("gate", "sdpa_control", "norm", "capacity", "param_match", "normaliser",
+                       "sink_tokens", "switch_head")
 """The fields that change the built model; the content hash covers exactly these."""
 
-SPEC_ONLY_FIELDS = ("id", "description", "hypothesis", "base", "paper")
+SPEC_ONLY_FIELDS = ("id", "description", "hypothesis", "base", "paper", "sources")
 """Fields that describe a file and are never inherited from its base."""
 
 

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gatelab.cli.format import human_count, table
+from gatelab.cli.format import table
 from gatelab.contract import DONE_STATUSES, SWEEP_TAG_PREFIX, TO_TRAIN
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from gatelab.cli.variants import variant_row
+    from gatelab.cli.variants import variant_row, variants_table
     from gatelab.registry.loader import load_all_valid
 
     specs, errors = load_all_valid()
@@ -27,16 +27,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 1 if errors else 0
-    headers = ("id", "pos", "granularity", "sharing", "combine", "activation", "input",
-               "paper", "+params paper", "+params tiny")
-    print(table(headers, [
-        (r["id"], r["position"] or ("ctl:" + r["sdpa_control"] if r["sdpa_control"] else None),
-         r["granularity"], r["sharing"], r["combine"], r["activation"], r["input"],
-         r["paper_row"], human_count(r["added_params_paper"]),
-         human_count(r["added_params_tiny"]) + ("" if r["tiny_preset"] == "tiny"
-                                                else f" ({r['tiny_preset']})"))
-        for r in rows
-    ]))
+    print(variants_table(rows))
     print(f"\n{len(rows)} variants. +params paper: at the paper's 15A2B shape "
           "(24 layers, d_model 2048, 32 q / 4 kv heads, d_k 128); counted from built modules.")
     if errors:

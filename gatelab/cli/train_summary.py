@@ -19,7 +19,13 @@ ROWS = (
     ("spike_score", "spike score (excess nats)", "{:.3f}"),
     ("max_grad_norm", "max gradient norm", "{:.3f}"),
     ("tokens_per_s", "throughput (tokens/s)", "{:,.0f}"),
+    ("flops_per_token", "model FLOPs per token", "{:.3g}"),
+    ("achieved_flops", "achieved FLOP/s", "{:.3g}"),
+    ("mfu", "MFU (of the GPU's bf16 peak)", "{:.1%}"),
+    ("peak_device_mem_gb", "peak GPU memory (GB)", "{:.2f}"),
+    ("peak_rss_gb", "peak process memory (GB, RSS)", "{:.2f}"),
     ("train_time_s", "training time (s)", "{:.1f}"),
+    ("measure_time_s", "measurement time (s)", "{:.1f}"),
 )
 
 

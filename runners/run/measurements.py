@@ -21,8 +21,9 @@
   pictures of the sink.
 - loss spikes: see ``SpikeDetector``. Divergence: see ``diverged``.
 
-Internals are measured on fixed validation batches through the explicit attention path (which
-returns probabilities); training keeps the fast backend.
+Internals are measured on a small fixed measurement batch of validation windows through the
+explicit attention path (which returns probabilities), one layer's probabilities at a time;
+training keeps the fast backend.
 """
 
 from __future__ import annotations
@@ -215,7 +216,12 @@ class Internals:
 @torch.no_grad()
 def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
     """f_attn, m_act, the per-head sink metrics and gate scores of ``model`` over the token
-    batches ``batches`` (each (B, T), T >= 2); per-batch values are averaged over batches."""
+    batches ``batches`` (each (B, T), T >= 2); per-batch values are averaged over batches.
+
+    Each layer's probabilities are reduced to what is kept (per-head first-token shares, the
+    map's corner) by a hook as the layer returns them, and dropped there: at most one layer's
+    (B, H, T, T) exists at a time, so the peak memory does not grow with depth. The LM head
+    is not applied (no logits are needed)."""
     n_layers = len(model.blocks)
     heads_sums = [torch.zeros(model.backbone.n_heads, dtype=torch.float64)
                   for _ in range(n_layers)]
@@ -224,6 +230,8 @@ def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
     drain_sums = [0.0] * n_layers
     peak_first = [0.0] * n_layers  # sequences whose peak residual norm is at token 0
     gate_stats = [GateScoreStats() for _ in model.gates()]
+    maps: list[Tensor] = []
+    n_sink = model.sink.n  # learned sink positions the probabilities start with: not measured
     hooks = []
     for i, block in enumerate(model.blocks):
         def block_hook(_m: object, _inp: object, out: tuple[Tensor, ...], i: int = i) -> None:
@@ -232,32 +240,38 @@ def measure_internals(model: GatedLM, batches: list[Tensor]) -> Internals:
 
         def value_hook(_m: object, _inp: object, v_BTGK: Tensor, i: int = i) -> None:
             drain_sums[i] += value_drain(v_BTGK)
+
+        def probs_hook(_m: object, _inp: object, out: tuple[Tensor, Tensor | None],
+                       i: int = i) -> tuple[Tensor, None]:
+            assert out[1] is not None
+            probs_BHTS = out[1][:, :, n_sink:, n_sink:]
+            heads_sums[i] += first_token_attention_per_head(probs_BHTS).cpu()
+            if len(maps) < n_layers:  # the first batch's
+                n = min(MAP_TOKENS, probs_BHTS.shape[-1])
+                maps.append(probs_BHTS[0, :MAP_HEADS, :n, :n].to("cpu", torch.float32,
+                                                                  copy=True))
+            return out[0], None
         hooks.append(block.register_forward_hook(block_hook))
         # The value states after any G2 gate (a Passthrough returns wv's output itself).
         hooks.append(attentions[i].gate_v.register_forward_hook(value_hook))
+        hooks.append(attentions[i].register_forward_hook(probs_hook))
     for j, gate in enumerate(model.gates()):
         def gate_hook(_m: object, _inp: object, out: Tensor, j: int = j) -> None:
             gate_stats[j].add(out)
         hooks.append(gate.scores_out.register_forward_hook(gate_hook))
     was_training = model.training
     model.eval()
-    maps: Tensor | None = None
     try:
         for idx_BT in batches:
-            probs = model(idx_BT, return_probs=True).attn_probs
-            assert probs is not None
-            for i, p in enumerate(probs):
-                heads_sums[i] += first_token_attention_per_head(p).cpu()
-            if maps is None:
-                n = min(MAP_TOKENS, idx_BT.shape[1])
-                maps = torch.stack([p[0, :MAP_HEADS, :n, :n] for p in probs]).float().cpu()
+            model.final_hidden(idx_BT, return_probs=True)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
     n_batches, n_seqs = len(batches), sum(b.shape[0] for b in batches)
     heads = [(s / n_batches).tolist() for s in heads_sums]
-    return Internals([sum(h) / len(h) for h in heads], m_max, gate_stats, maps,
+    return Internals([sum(h) / len(h) for h in heads], m_max, gate_stats,
+                     torch.stack(maps) if maps else None,
                      f_attn_heads=heads, value_drain=[d / n_batches for d in drain_sums],
                      resid_peak_first=[c / n_seqs for c in peak_first])
 

@@ -1,4 +1,4 @@
-"""The numerics of a run: device type, precision and attention kernel family.
+"""The numerics of a run: device type, precision, attention kernel family and TF32 matmuls.
 
 They change a run's numbers, so they are part of its identity (a bf16 GPU run of a setting is
 not its fp32 CPU run) and are logged on every run. ``resolve_numerics`` turns what a user asks
@@ -40,10 +40,19 @@ class Numerics:
     device_type: DeviceType
     precision: Precision
     kernel: Kernel
+    tf32: bool = False
+    """fp32 matrix products (those autocast leaves in fp32, and all of an fp32 run) in TF32
+    on the tensor cores: on CUDA; never on CPU, where runs recorded before this field ran."""
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return {"device_type": self.device_type.value, "precision": self.precision.value,
-                "kernel": self.kernel.value}
+                "kernel": self.kernel.value, "tf32": self.tf32}
+
+    def apply(self) -> None:
+        """Set the process-wide matmul precision these numerics need (TF32 on CUDA)."""
+        if self.device_type is DeviceType.CUDA:
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of the forward pass."""
@@ -75,4 +84,4 @@ def resolve_numerics(device: str = "auto", precision: PrecisionChoice | str = "a
     else:
         prec = Precision(choice.value)
     kernel = resolve_kernel(backend, device_type.value, prec is Precision.BF16)
-    return Numerics(device_type, prec, kernel)
+    return Numerics(device_type, prec, kernel, tf32=device_type is DeviceType.CUDA)

@@ -3,8 +3,8 @@
 Named recipes are YAML files in ``recipes/`` (``--recipe NAME``; found in the order of
 ``gatelab.shipped``), each naming its size preset; command-line flags and a sweep's overrides
 change single fields. Which fields change a run's identity is ``gatelab.runners.run.setting``'s
-business: the numbers-changing ones do, cadence (``eval_every``, ``checkpoint_every``) and
-``compile`` do not.
+business: the numbers-changing ones do, cadence (``eval_every``, ``checkpoint_every``),
+``compile`` and ``micro_batch_size`` do not.
 
 Every number is checked where it is read: it must be finite and lie in its field's bound,
 declared once with ``bounded`` next to the field and stated in its docstring ("Allowed: ...").
@@ -19,6 +19,7 @@ rejected, in the file and in override values alike, before anything is resolved
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ LR_BOUND = Bound(gt=0, le=10)
 """A peak learning rate: the recipe's ``lr``, a sweep's grid and its search range."""
 SEED_BOUND = Bound(ge=0, le=4_294_967_295)
 """A seed: the recipe's ``seed`` and a sweep's seeds (every RNG takes 32 bits)."""
+
+
+class EvalSchedule(enum.StrEnum):
+    """When a run evaluates (validation loss and the paper's measurements)."""
+
+    EVERY = "every"
+    LOG = "log"
 
 
 @dataclass(frozen=True)
@@ -96,22 +104,38 @@ class Recipe:
     """Seed of the model's initialisation and the batch order. Allowed: >= 0 and
     <= 4_294_967_295."""
     eval_every: int = bounded(100, Bound(ge=1, le=MAX_STEPS))
-    """Steps between validation evaluations (and metric flushes to the tracking store).
-    Allowed: >= 1 and <= 1_000_000_000."""
+    """Steps between validation evaluations (each flushes the metrics to the tracking store)
+    with ``eval_schedule: every``. Allowed: >= 1 and <= 1_000_000_000."""
+    eval_schedule: EvalSchedule = EvalSchedule.EVERY
+    """``every``: an evaluation each ``eval_every`` steps; ``log``: about ``eval_points``
+    evaluations at log-spaced steps (dense early, where a sink forms or not), the way the
+    ``sink-onset`` sweep watches one long run. Cadence: not part of a run's identity."""
+    eval_points: int = bounded(24, Bound(ge=2, le=10_000))
+    """With ``eval_schedule: log``: how many log-spaced evaluations (fewer where steps
+    coincide). Allowed: >= 2 and <= 10_000."""
     eval_batches: int = bounded(8, Bound(ge=1, le=1_000_000))
     """Validation batches per evaluation (fixed windows, the same every time).
     Allowed: >= 1 and <= 1_000_000."""
     measure_batches: int = bounded(2, Bound(ge=1, le=1_000_000))
     """Validation batches for f_attn, m_act and gate scores (explicit attention path).
     Allowed: >= 1 and <= 1_000_000."""
+    measure_batch_size: int | None = bounded(None, Bound(ge=1, le=65_536))
+    """Sequences per measurement batch: a small fixed batch keeps the explicit attention
+    path's memory bounded at large training batches; ``None``: ``batch_size``.
+    Allowed: >= 1 and <= 65_536."""
     long_context: tuple[int, ...] = bounded((1, 2, 4), Bound(ge=1, le=64))
     """Multiples of ``seq_len`` at which the final validation loss is measured; at least one,
     the first is the reported validation loss. Allowed: each >= 1 and <= 64."""
     checkpoint_every: int = bounded(100, Bound(ge=1, le=MAX_STEPS))
     """Steps between checkpoints. Allowed: >= 1 and <= 1_000_000_000."""
-    compile: bool = False
-    """``torch.compile`` the model (no speedup on CPU; ~40 s cold start). Not part of a run's
-    identity."""
+    compile: bool | None = None
+    """``torch.compile`` the training step; ``None``: on CUDA, off on CPU (where it gives no
+    speedup and costs ~40 s cold). Not part of a run's identity."""
+    micro_batch_size: int | None = bounded(None, Bound(ge=1, le=65_536))
+    """Sequences per forward/backward pass: the batch is split into micro-batches whose
+    gradients are accumulated, so a token batch fits any memory; ``None``: the whole batch at
+    once. Not part of a run's identity (the update is the same up to float rounding).
+    Allowed: >= 1 and <= 65_536."""
     divergence_margin: float = bounded(1.0, Bound(gt=0))
     """After warmup, a loss this many nats above the first step's loss counts as divergence.
     Allowed: > 0 (finite)."""

@@ -30,7 +30,14 @@ ARCHITECTURE_KEYS = ("gate", "sdpa_control", "norm")
 are already in the backbone)."""
 
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
-    "architecture": {}, "backbone": {}, "training": {}, "numerics": {},
+    "architecture": {
+        "normaliser": {"kind": "softmax", "gamma": None, "zeta": None},
+        "sink_tokens": 0,
+        "switch_head": None,
+    },
+    "backbone": {},
+    "training": {},
+    "numerics": {"tf32": False},
 }
 """Fields added to a part (spec, backbone, training, numerics) after identity version 2, each
 with the value that reproduces what runs recorded before it computed: such a field is hashed
@@ -67,7 +74,8 @@ class RunSetting:
 
 
 def training_fields(recipe: Recipe) -> dict[str, Any]:
-    """The recipe's fields that change a run's numbers (the seed is hashed apart)."""
+    """The recipe's fields that change a run's numbers (the seed is hashed apart); not
+    ``compile`` nor ``micro_batch_size``, which change only the order of float sums."""
     r = recipe
     return {
         "steps": r.total_steps(), "batch_size": r.batch_size, "seq_len": r.seq_len,
@@ -78,7 +86,11 @@ def training_fields(recipe: Recipe) -> dict[str, Any]:
         "spikes": {"window": r.spike_window, "sigma": r.spike_sigma,
                    "min_nats": r.spike_min_nats},
         "measurement": {"eval_batches": r.eval_batches, "measure_batches": r.measure_batches,
-                        "long_context": list(r.long_context)},
+                        "long_context": list(r.long_context),
+                        # Hashed where set: unset, the training batch size (hashed above)
+                        # is the measurement's, as it was before the field existed.
+                        **({"batch_size": r.measure_batch_size}
+                           if r.measure_batch_size is not None else {})},
     }
 
 

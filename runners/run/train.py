@@ -9,6 +9,7 @@ the model and the fixed validation batches, for measurements of one's own (the s
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from gatelab.contract import DONE_STATUSES, NO_VALUE, RunStatus, Tag
 from gatelab.identity import IDENTITY_VERSION
@@ -28,13 +28,26 @@ from gatelab.registry.schema import VariantSpec, architecture_dict, to_plain
 from gatelab.runners.data.batches import WindowStart, eval_batches, sample_batch, window_starts
 from gatelab.runners.data.tokens import TokenData, bits_per_byte, prepare_data
 from gatelab.runners.run.checkpoint import load_checkpoint, save_checkpoint
+from gatelab.runners.run.flops import (
+    device_name,
+    peak_flops,
+    peak_memory_metrics,
+    throughput_metrics,
+    train_flops_per_token,
+)
 from gatelab.runners.run.lease import Lease, LeaseOwner
-from gatelab.runners.run.measurements import SpikeDetector, diverged, measure_internals
+from gatelab.runners.run.loss import LossFn, accumulate_gradients, lm_loss
+from gatelab.runners.run.measurements import (
+    Internals,
+    SpikeDetector,
+    diverged,
+    measure_internals,
+)
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.provenance import git_state
-from gatelab.runners.run.recipe import Recipe
+from gatelab.runners.run.recipe import EvalSchedule, Recipe
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.schedule import lr_at
+from gatelab.runners.run.schedule import eval_steps, lr_at
 from gatelab.runners.run.setting import RunSetting, resolve_setting
 from gatelab.runners.run.tracking import RunTracker, flatten
 
@@ -91,34 +104,39 @@ class RunResult:
         return float(value) if isinstance(value, int | float) else None
 
 
-def make_optimizer(model: GatedLM, recipe: Recipe) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices (dim >= 2) only, not on norms and biases."""
+def make_optimizer(model: GatedLM, recipe: Recipe, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices (dim >= 2) only, not on norms and biases. ``fused``:
+    one kernel for the whole update (CUDA; the CPU keeps torch's default implementation, which
+    runs recorded before this option computed)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2))
-
-
-def lm_loss(model: torch.nn.Module, x_BT: torch.Tensor, y_BT: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                     torch.Tensor]:
-    """(cross-entropy in nats, MoE aux loss)."""
-    out = model(x_BT)
-    ce = F.cross_entropy(out.logits.flatten(0, 1).float(), y_BT.flatten())
-    return ce, out.aux_loss
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, recipe.beta2),
+                             fused=fused or None)
 
 
 @torch.no_grad()
 def evaluate(model: GatedLM, batches: list[tuple[torch.Tensor, torch.Tensor]],
-             device: torch.device, numerics: Numerics) -> float:
+             device: torch.device, numerics: Numerics, micro_batch: int | None = None) -> float:
+    """Mean over ``batches`` of each batch's mean cross-entropy, computed ``micro_batch``
+    sequences at a time (``None``: a batch at once)."""
     was_training = model.training
     model.eval()
     total = 0.0
     with numerics.autocast():
         for x, y in batches:
-            total += lm_loss(model, x.to(device), y.to(device))[0].item()
+            size = micro_batch or x.shape[0]
+            parts = [lm_loss(model, xs.to(device), ys.to(device))[0] * (xs.numel() / x.numel())
+                     for xs, ys in zip(x.split(size), y.split(size), strict=True)]
+            total += (parts[0] if len(parts) == 1 else torch.stack(parts).sum()).item()
     model.train(was_training)
     return total / len(batches)
+
+
+def compiles(recipe: Recipe, device: torch.device) -> bool:
+    """Whether a run compiles its step: the recipe's ``compile``, else on CUDA only."""
+    return recipe.compile if recipe.compile is not None else device.type == "cuda"
 
 
 class _Loop:
@@ -130,19 +148,29 @@ class _Loop:
         self.spec, self.recipe, self.numerics = setting.spec, setting.recipe, setting.numerics
         recipe = self.recipe
         self.device = resources.torch_device()
+        self.numerics.apply()
         torch.manual_seed(recipe.seed)
         self.model = build_model(self.spec, size, self.device, vocab_size=data.vocab_size,
                                  kernel=self.numerics.kernel)
-        self.step_fn: torch.nn.Module = (
-            torch.compile(self.model) if recipe.compile else self.model  # type: ignore[assignment]
-        )
-        self.optimizer = make_optimizer(self.model, recipe)
+        loss_fn: LossFn = functools.partial(lm_loss, self.model)
+        self.loss_fn: LossFn = torch.compile(loss_fn) if compiles(recipe, self.device) else loss_fn
+        self.optimizer = make_optimizer(self.model, recipe, fused=self.device.type == "cuda")
+        self.flops_per_token = train_flops_per_token(self.model, recipe.seq_len)
+        self.peak_flops = peak_flops(device_name(self.device))
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.spikes = SpikeDetector(recipe.spike_window, recipe.spike_sigma, recipe.spike_min_nats)
         self.step = 0
         self.first_loss: float | None = None
         self.max_grad_norm = 0.0
         self.train_time_s = 0.0
+        self.measure_time_s = 0.0
+        """Seconds this process spent in the paper's measurements (``measure_internals``): a
+        cost, not a result, so not checkpointed (a resumed run counts from its resume)."""
+        self.steps_here = 0
+        """Steps this process has made (a resumed run starts again at 0)."""
+        self.steady_tokens, self.steady_s = 0, 0.0
+        """Tokens and seconds of this process's steps after its first (which compiles and warms
+        up): what ``throughput`` reports."""
         self.tokens_seen = 0
         self.recent_losses: list[float] = []
         self.since_eval: list[float] = []
@@ -180,8 +208,7 @@ class _Loop:
                             self.train_starts)
         x, y = x.to(self.device), y.to(self.device)
         with self.numerics.autocast():
-            ce, aux = lm_loss(self.step_fn, x, y)
-        (ce + aux).backward()
+            ce = accumulate_gradients(self.loss_fn, x, y, r.micro_batch_size)
         clip = r.grad_clip if r.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
         self.optimizer.step()
@@ -196,6 +223,33 @@ class _Loop:
         self.recent_losses = (self.recent_losses + [loss])[-20:]
         self.since_eval.append(loss)
         return loss, lr, grad_norm, self.spikes.update(loss)
+
+    def measure(self, batches: list[torch.Tensor]) -> Internals:
+        """``measure_internals``, its time added to ``measure_time_s``."""
+        start = time.perf_counter()
+        internals = measure_internals(self.model, batches)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.measure_time_s += time.perf_counter() - start
+        return internals
+
+    def timed(self, tokens: int, seconds: float) -> None:
+        """Count a step's time; a process's first step is left out of the throughput."""
+        self.train_time_s += seconds
+        if self.steps_here:
+            self.steady_tokens += tokens
+            self.steady_s += seconds
+        self.steps_here += 1
+
+    def throughput(self) -> dict[str, float]:
+        """Tokens/s (after this process's first step; over all steps when it made one only),
+        FLOPs per token, achieved FLOP/s, MFU (a known GPU), peak memory, measurement time."""
+        if self.steady_s > 0:
+            tokens_per_s = self.steady_tokens / self.steady_s
+        else:
+            tokens_per_s = self.tokens_seen / max(self.train_time_s, 1e-9)
+        return {**throughput_metrics(tokens_per_s, self.flops_per_token, self.peak_flops),
+                **peak_memory_metrics(self.device), "measure_time_s": self.measure_time_s}
 
 
 def run_tags(setting: RunSetting) -> dict[str, str]:
@@ -319,12 +373,15 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
     total = r.total_steps()
     val_batches = eval_batches(data.val, r.batch_size, r.seq_len, r.eval_batches, loop.eot_id)
     measure = [x.to(device) for x, _ in
-               eval_batches(data.val, r.batch_size, r.seq_len, r.measure_batches, loop.eot_id)]
+               eval_batches(data.val, r.measure_batch_size or r.batch_size, r.seq_len,
+                            r.measure_batches, loop.eot_id)]
+    eval_at = eval_steps(total, r.eval_every,
+                         r.eval_points if r.eval_schedule is EvalSchedule.LOG else None)
     divergence: str | None = None
     while loop.step < total and divergence is None:
         t0 = time.perf_counter()
         loss, lr, grad_norm, spike = loop.train_step(total)
-        loop.train_time_s += time.perf_counter() - t0
+        loop.timed(r.batch_size * r.seq_len, time.perf_counter() - t0)
         step = loop.step
         tokens_per_s = loop.tokens_seen / max(loop.train_time_s, 1e-9)
         tracker.metrics({"train_loss": loss, "lr": lr, "grad_norm": grad_norm}, step)
@@ -334,15 +391,17 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
         divergence = diverged(loss, step, r.warmup_steps, loop.first_loss, r.divergence_margin)
         if on_progress is not None:
             on_progress(Progress(step, total, loss, tokens_per_s))
-        if divergence is None and (step % r.eval_every == 0 or step == total):
-            val = evaluate(loop.model, val_batches, device, loop.numerics)
+        if divergence is None and step in eval_at:
+            val = evaluate(loop.model, val_batches, device, loop.numerics, r.micro_batch_size)
             tracker.metrics(_val_metrics(val, data.bytes_per_token["val"]), step)
             if step < total:  # the final step's are part of the final measurements
-                tracker.metrics(_internals_during_training(loop.model, measure), step)
+                tracker.metrics(_internals_during_training(loop.measure(measure)), step)
+                tracker.metrics(loop.throughput(), step)
             if on_eval is not None:
                 on_eval(EvalPoint(step, total, loop.train_time_s, val, tuple(loop.since_eval),
                                   loop.model, measure, data.tokenizer.eot_id))
             loop.since_eval = []
+            tracker.flush()  # live charts follow every evaluation, not only checkpoints
         if divergence is None and step % r.checkpoint_every == 0 and step < total:
             save_checkpoint(ckpt_path, loop.state(tracker.run_id))
             tracker.flush()
@@ -356,12 +415,11 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
     return RunResult(tracker.run_id, loop.setting.run_hash, status, summary)
 
 
-def _internals_during_training(model: GatedLM, measure: list[torch.Tensor]
-                               ) -> dict[str, float]:
+def _internals_during_training(internals: Internals) -> dict[str, float]:
     """``f_attn``, ``m_act`` and the per-head sink metrics (mean and per layer) at an evaluation
     step, so their history shows when a sink or a massive activation forms (all come from the
     one explicit-probabilities pass); gate scores only at the end."""
-    metrics = measure_internals(model, measure).metrics()
+    metrics = internals.metrics()
     during = ("f_attn", "m_act", "sink_head_max", "sink_heads_frac", "value_drain",
               "resid_peak_first")
     return {k: v for k, v in metrics.items() if k.split(".layer")[0] in during}
@@ -382,7 +440,6 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
         "train_loss_last20": sum(loop.recent_losses) / max(len(loop.recent_losses), 1),
         "loss_spikes": loop.spikes.count, "spike_score": loop.spikes.score,
         "max_grad_norm": loop.max_grad_norm,
-        "tokens_per_s": loop.tokens_seen / max(loop.train_time_s, 1e-9),
         "train_time_s": loop.train_time_s, "params": loop.model.num_params(),
         "vocab_size": loop.model.backbone.vocab_size,
         "tokens": loop.tokens_seen,
@@ -394,13 +451,15 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
             batch = max(1, r.batch_size // mult)
             batches = eval_batches(data.val, batch, r.seq_len * mult, r.eval_batches,
                                    loop.eot_id)
+            micro = max(1, r.micro_batch_size // mult) if r.micro_batch_size else None
             summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device,
-                                                       loop.numerics)
+                                                       loop.numerics, micro)
         summary.update(_val_metrics(summary[f"val_loss_ctx{r.long_context[0]}x"],
                                     data.bytes_per_token["val"]))
-        internals = measure_internals(loop.model, measure)
+        internals = loop.measure(measure)
         summary.update(internals.metrics())
         tracker.log_arrays(INTERNALS_ARTIFACT, internals.arrays())
+    summary.update(loop.throughput())
     metrics = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
     tracker.metrics(metrics, step)
     return summary

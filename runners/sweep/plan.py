@@ -27,8 +27,9 @@ from gatelab.contract import (
     Tag,
     parse_status,
 )
-from gatelab.model.build import count_params
+from gatelab.model.build import build_model
 from gatelab.registry.schema import VariantSpec
+from gatelab.runners.run.flops import train_flops_per_token
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.recipe import Recipe, load_recipe
 from gatelab.runners.run.setting import RunSetting, resolve_setting
@@ -36,6 +37,10 @@ from gatelab.runners.sweep.spec import Sweep, selected_variants
 
 TINY_CPU_TOKENS_PER_S = 6_000.0
 """Tokens/s of one tiny run on one CPU thread, used when the store has no measured runs."""
+ASSUMED_MFU = 0.35
+"""The model FLOPs utilisation a CUDA plan assumes until runs of its size are measured."""
+ASSUMED_PEAK = 989e12
+"""An H200's dense bf16 FLOP/s (``runners/run/flops.py``'s table)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,9 @@ class Estimate:
     seconds_serial: float
     seconds_estimate: float
     throughput_source: str
-    """``measured`` (median tokens/s of recorded runs of the same size) or ``default``."""
+    """``measured`` (median tokens/s of recorded runs of the same size and device), ``assumed
+    35% MFU of an H200`` (a CUDA plan before any run is measured) or ``default`` (the tiny CPU
+    rate); several, comma-separated, when the runs left differ."""
     parallel_slots: int
 
 
@@ -218,32 +225,55 @@ def plan_notes(plan: list[PlannedRun]) -> list[str]:
     return notes
 
 
-def measured_tokens_per_s(recorded: dict[str, Any]) -> dict[str, float]:
-    """Median training throughput of finished runs, by size preset."""
-    by_size: dict[str, list[float]] = {}
+def measured_tokens_per_s(recorded: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """Median training throughput of finished runs, by (size preset, device type)."""
+    by_size: dict[tuple[str, str], list[float]] = {}
     for run in recorded.values():
         tps = run.data.metrics.get("tokens_per_s")
         size = run.data.tags.get(Tag.SIZE)
+        device = run.data.tags.get(Tag.DEVICE, "cpu")
         if tps and size:
-            by_size.setdefault(size, []).append(tps)
-    return {size: sorted(v)[len(v) // 2] for size, v in by_size.items()}
+            by_size.setdefault((size, device), []).append(tps)
+    return {key: sorted(v)[len(v) // 2] for key, v in by_size.items()}
+
+
+_FLOPS: dict[tuple[str, str, int], float] = {}
+
+
+def flops_per_token(spec: VariantSpec, size: str, seq_len: int) -> float:
+    """Training FLOPs a token of ``spec`` at ``size`` costs (``runners/run/flops.py``: the
+    experts a token is routed to, not all of them), from a model built on the meta device."""
+    key = (spec.id, size, seq_len)
+    if key not in _FLOPS:
+        _FLOPS[key] = train_flops_per_token(build_model(spec, size, "meta"), seq_len)
+    return _FLOPS[key]
 
 
 def estimate(plan: list[PlannedRun], recorded: dict[str, Any], parallel: int | None = None
              ) -> Estimate:
-    """Tokens, FLOPs (6 x params x tokens, plus attention) and time of the runs left to do."""
+    """Tokens, training FLOPs and time of the runs left to do. Time: the measured throughput
+    of recorded runs of the same size and device, else on CUDA an assumed ``ASSUMED_MFU`` of
+    an H200's bf16 peak, else ``TINY_CPU_TOKENS_PER_S``."""
     left = [p for p in plan if p.state in TO_TRAIN]
     throughput = measured_tokens_per_s(recorded)
     tokens = sum(p.tokens for p in left)
     flops = 0.0
     seconds = 0.0
+    sources: set[str] = set()
     for p in left:
-        n = count_params(p.spec, p.recipe.size)
-        bb = p.setting.backbone
-        attention = 6 * bb.n_layers * p.recipe.seq_len * bb.n_heads * bb.head_dim
-        flops += (6 * n + attention) * p.tokens
-        tps = throughput.get(p.recipe.size, TINY_CPU_TOKENS_PER_S)
+        per_token = flops_per_token(p.spec, p.recipe.size, p.recipe.seq_len)
+        flops += per_token * p.tokens
+        device = p.setting.numerics.device_type.value
+        tps = throughput.get((p.recipe.size, device))
+        if tps is not None:
+            sources.add("measured")
+        elif device == "cuda":
+            tps = ASSUMED_MFU * ASSUMED_PEAK / per_token
+            sources.add(f"assumed {ASSUMED_MFU:.0%} MFU of an H200")
+        else:
+            tps = TINY_CPU_TOKENS_PER_S
+            sources.add("default")
         seconds += p.tokens / tps
     slots = parallel or max(1, os.cpu_count() or 1)
     return Estimate(len(left), tokens, flops, seconds, seconds / min(slots, max(len(left), 1)),
-                    "measured" if throughput else "default", slots)
+                    ", ".join(sorted(sources)) or "default", slots)

@@ -44,7 +44,7 @@ def test_html_report_renders_tables_and_images(real_sweep: RealSweep, browser: A
                                ".map(e => e.getBoundingClientRect().right))")
         assert widest <= 1280 and page.evaluate(
             "document.documentElement.scrollWidth") <= 1280, widest
-        assert page.locator("table").count() == 8
+        assert page.locator("table").count() == 10
         table1 = page.locator("h2#table1 ~ table").first
         smoke = short_smoke()["variants"]
         assert table1.locator("tbody tr").count() == len(smoke)

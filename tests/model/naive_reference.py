@@ -1,8 +1,10 @@
 """Naive float64 references for the model package, written from the paper, not from ``model/``.
 
 Nothing here imports from ``model/``: attention loops over batch rows and heads with the causal
-mask written out, RoPE is a complex rotation of the (i, i + K/2) pairs, and the MoE routes one
-token at a time. Parameters are read by name through ``Params``, which records what was read so a
+mask written out, RoPE is a complex rotation of the (i, i + K/2) pairs, the MoE routes one
+token at a time, every attention normaliser is written per query row from its paper's formula,
+SwitchHead routes one token and head at a time, and sink tokens are concatenated before the
+embeddings. Parameters are read by name through ``Params``, which records what was read so a
 test can check that every parameter was used.
 """
 
@@ -17,13 +19,17 @@ from gatelab.registry.backbone import Backbone, MoEConfig
 from gatelab.registry.schema import (
     Activation,
     Combine,
+    ExpertProjections,
     GateInput,
     GateSpec,
     Granularity,
+    Normaliser,
+    NormaliserSpec,
     NormPlacement,
     Position,
     SdpaControl,
     Sharing,
+    SwitchHeadSpec,
     VariantSpec,
 )
 
@@ -129,6 +135,55 @@ def causal_softmax(scores_TS: Tensor) -> Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
+SOFTMAX = NormaliserSpec()
+
+
+def normalised_row(spec: NormaliserSpec, scores_S: Tensor, t: int, sink_logit: Tensor | None
+                   ) -> Tensor:
+    """Query ``t``'s weights over the keys (zeros after ``t``) from its scores ``scores_S``."""
+    S = scores_S.shape[0]
+    visible = torch.arange(S) <= t
+    zero = torch.zeros_like(scores_S)
+    kind = spec.kind
+    if kind in (Normaliser.SOFTMAX, Normaliser.CLIPPED_SOFTMAX):
+        probs = causal_softmax(scores_S[None, :].expand(t + 1, S))[t]
+        if kind is Normaliser.CLIPPED_SOFTMAX:
+            assert spec.gamma is not None and spec.zeta is not None
+            stretched = (spec.zeta - spec.gamma) * probs + spec.gamma
+            probs = torch.minimum(torch.maximum(stretched, zero), zero + 1.0)
+        return probs
+    if kind in (Normaliser.SINK_LOGIT, Normaliser.SOFTMAX_PLUS_ONE):
+        b = sink_logit if kind is Normaliser.SINK_LOGIT else torch.zeros((), dtype=scores_S.dtype)
+        assert b is not None
+        top = torch.maximum(scores_S[visible].max(), b)
+        e = torch.where(visible, torch.exp(scores_S - top), zero)
+        return e / (torch.exp(b - top) + e.sum())
+    if kind is Normaliser.SIGMOID:
+        return torch.where(visible, sigmoid(scores_S - math.log(S)), zero)
+    assert kind is Normaliser.RELU
+    return torch.where(visible, torch.where(scores_S > 0, scores_S, zero) / S, zero)
+
+
+def switch_projection(switch: SwitchHeadSpec, router_w: Tensor, experts_EOD: Tensor,
+                      x_BTD: Tensor, heads: int) -> Tensor:
+    """SwitchHead's projection (B, T, G, K), one token and kv head at a time: the sum over its
+    top_k experts by router score of score * (x W_e)."""
+    B, T, _ = x_BTD.shape
+    E = switch.n_experts
+    K = experts_EOD.shape[1] // heads
+    out = torch.zeros(B, T, heads, K, dtype=x_BTD.dtype)
+    for b in range(B):
+        for t in range(T):
+            x = x_BTD[b, t]
+            scores = sigmoid(router_w @ x).reshape(heads, E)
+            for g in range(heads):
+                chosen = sorted(range(E), key=lambda e, g=g: -scores[g, e].item())[:switch.top_k]
+                for e in chosen:
+                    w_e = experts_EOD[e, g * K:(g + 1) * K]
+                    out[b, t, g] = out[b, t, g] + scores[g, e] * (w_e @ x)
+    return out
+
+
 def attention(
     bb: Backbone,
     spec: GateSpec | None,
@@ -136,13 +191,25 @@ def attention(
     p: Params,
     x_BTD: Tensor,
     prefix: str = "",
+    normaliser: NormaliserSpec = SOFTMAX,
+    switch: SwitchHeadSpec | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Output (B, T, D) and probabilities (B, H, T, T) of one gated attention layer."""
+    """Output (B, T, D) and weights (B, H, T, T) of one gated attention layer."""
     B, T, D = x_BTD.shape
     H, G, K = bb.n_heads, bb.n_kv_heads, bb.head_dim
 
     def project(name: str, heads: int) -> Tensor:
         return torch.einsum("btd,od->bto", x_BTD, p(prefix + name)).reshape(B, T, heads, K)
+
+    switched = () if switch is None else (("v",) if switch.projections is ExpertProjections.V
+                                          else ("k", "v"))
+
+    def project_kv(name: str) -> Tensor:
+        if name not in switched:
+            return project(f"w{name}.weight", G)
+        assert switch is not None
+        router = p(prefix + f"w{switched[0]}.router.proj.weight")  # shared: first holder's name
+        return switch_projection(switch, router, p(prefix + f"w{name}.experts_EOD"), x_BTD, G)
 
     def gated(position: Position, y: Tensor) -> Tensor:
         if spec is None or spec.position is not position:
@@ -150,13 +217,14 @@ def attention(
         return gate(spec, p, prefix + GATE_ATTR[position] + ".", x_BTD, y)
 
     q = gated(Position.G4, project("wq.weight", H))
-    k = gated(Position.G3, project("wk.weight", G))
-    v = gated(Position.G2, project("wv.weight", G))
+    k = gated(Position.G3, project_kv("k"))
+    v = gated(Position.G2, project_kv("v"))
     if bb.qk_norm:
         q = rms_norm(q, p(prefix + "q_norm.weight"), bb.norm_eps)
         k = rms_norm(k, p(prefix + "k_norm.weight"), bb.norm_eps)
     angles = rope_angles(K, T, bb.rope_base)
     q, k = rotate(q, angles), rotate(k, angles)
+    learned_sink = normaliser.kind is Normaliser.SINK_LOGIT
 
     outs, probs = [], []
     for b in range(B):
@@ -164,7 +232,8 @@ def attention(
         for h in range(H):
             g = h // (H // G)
             scores = (q[b, :, h] @ k[b, :, g].T) / math.sqrt(K)
-            attn = causal_softmax(scores)
+            sink = p(prefix + "normalise.sink_logit_H")[h] if learned_sink else None
+            attn = torch.stack([normalised_row(normaliser, scores[t], t, sink) for t in range(T)])
             head_probs.append(attn)
             head_outs.append(attn @ v[b, :, g])
         outs.append(torch.stack(head_outs, dim=1))
@@ -218,12 +287,17 @@ def moe(moe_cfg: MoEConfig, p: Params, prefix: str, x_BTD: Tensor) -> tuple[Tens
 def lm(bb: Backbone, spec: VariantSpec, p: Params, idx_BT: Tensor) -> tuple[Tensor, Tensor]:
     """Logits (B, T, vocab) and the summed aux loss of the whole decoder."""
     x = p("embed.weight")[idx_BT]
+    n_sink = spec.sink_tokens
+    if n_sink:
+        sink = p("sink.tokens_SD")[None].expand(x.shape[0], n_sink, x.shape[-1])
+        x = torch.cat([sink, x], dim=1)
     aux_total = x.new_zeros(())
     sandwich = spec.norm is NormPlacement.SANDWICH
     for layer in range(bb.n_layers):
         pre = f"blocks.{layer}."
         normed = rms_norm(x, p(pre + "attn_norm.weight"), bb.norm_eps)
-        a, _ = attention(bb, spec.gate, spec.sdpa_control, p, normed, prefix=pre + "attn.")
+        a, _ = attention(bb, spec.gate, spec.sdpa_control, p, normed, prefix=pre + "attn.",
+                         normaliser=spec.normaliser, switch=spec.switch_head)
         if sandwich:
             a = rms_norm(a, p(pre + "attn_out_norm.weight"), bb.norm_eps)
         x = x + a
@@ -242,5 +316,6 @@ def lm(bb: Backbone, spec: VariantSpec, p: Params, idx_BT: Tensor) -> tuple[Tens
             f = rms_norm(f, p(pre + "ffn_out_norm.weight"), bb.norm_eps)
         x = x + f
     head = p("embed.weight") if bb.tie_embeddings else p("lm_head.weight")
+    x = x[:, n_sink:]
     logits = torch.einsum("btd,vd->btv", rms_norm(x, p("final_norm.weight"), bb.norm_eps), head)
     return logits, aux_total

@@ -85,3 +85,38 @@ def test_paper_presets_build_on_the_meta_device() -> None:
         model = build_model(load_variant("g1-elementwise"), preset, device="meta")
         assert model.num_params() > 1e9
         assert next(model.parameters()).is_meta
+
+
+NEW_FAMILIES = ["switch-kv-8-top-8", "switch-kv-4-top-4", "switch-v-4-top-4", "switch-v-8-top-2",
+                "switch-v-1-top-1", "sink-logit", "sink-token", "softmax-plus-one",
+                "clipped-softmax", "sigmoid-attention", "relu-attention",
+                "g1-headwise-sink-logit"]
+
+
+@pytest.mark.parametrize("variant", NEW_FAMILIES)
+def test_each_switch_head_and_sink_variant_builds_tiny_and_at_the_papers_shape(
+        variant: str) -> None:
+    spec = load_variant(variant)
+    tiny = build_model(spec, "tiny")
+    assert count_params(spec, "tiny") == tiny.num_params()
+    for preset in ("paper-moe-15a2b", "paper-dense-28l"):
+        model = build_model(spec, preset, device="meta")
+        assert next(model.parameters()).is_meta
+        assert model.num_params() == count_params(spec, preset)
+
+
+@pytest.mark.parametrize(("variant", "added"), [
+    ("sink-logit", 24 * 32), ("sink-token", 2048), ("softmax-plus-one", 0),
+    ("clipped-softmax", 0), ("sigmoid-attention", 0), ("relu-attention", 0),
+    ("g1-headwise-sink-logit", 24 * 2048 * 32 + 24 * 32),
+])
+def test_sink_mitigations_add_what_their_formula_needs(variant: str, added: int) -> None:
+    assert added_params(load_variant(variant), PAPER) == added
+
+
+def test_parameter_matching_ignores_sink_logits_experts_and_sink_tokens() -> None:
+    from dataclasses import replace
+
+    base = load_variant("g1-elementwise-matched")
+    with_sink = replace(base, sink_tokens=2, normaliser=load_variant("sink-logit").normaliser)
+    assert resolve_backbone(with_sink, "tiny") == resolve_backbone(base, "tiny")

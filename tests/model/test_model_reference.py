@@ -18,13 +18,17 @@ from gatelab.registry.presets import tiny_preset_for
 from gatelab.registry.schema import (
     Activation,
     Combine,
+    ExpertProjections,
     GateInit,
     GateSpec,
     Granularity,
+    Normaliser,
+    NormaliserSpec,
     NormPlacement,
     Position,
     SdpaControl,
     Sharing,
+    SwitchHeadSpec,
     VariantSpec,
     WeightInit,
 )
@@ -38,16 +42,21 @@ B, T = 2, 7
 # Everything runs in float64, so agreement is to float64 rounding; a wrong semantics shows as
 # an O(1) difference.
 TOL = {"rtol": 1e-10, "atol": 1e-10}
+SOFTMAX = NormaliserSpec()
 
 
 def _spec(
     gate: GateSpec | None = None,
     norm: NormPlacement = NormPlacement.PRE,
     control: SdpaControl | None = None,
+    normaliser: NormaliserSpec = SOFTMAX,
+    sink_tokens: int = 0,
+    switch_head: SwitchHeadSpec | None = None,
 ) -> VariantSpec:
     return VariantSpec(
         id="x", description="", hypothesis="", base="baseline", gate=gate, norm=norm,
-        sdpa_control=control,
+        sdpa_control=control, normaliser=normaliser, sink_tokens=sink_tokens,
+        switch_head=switch_head,
     )
 
 
@@ -68,6 +77,27 @@ CASES: dict[str, tuple[VariantSpec, Backbone]] = {
     ),
     "moe": (_spec(), MOE),
     "moe-g1-elementwise": (_spec(GateSpec()), MOE),
+    "sink-token": (_spec(sink_tokens=1), DENSE),
+    "sink-tokens-3-g1-sandwich": (
+        _spec(GateSpec(), norm=NormPlacement.SANDWICH, sink_tokens=3), DENSE,
+    ),
+    "sink-logit-moe": (_spec(normaliser=NormaliserSpec(Normaliser.SINK_LOGIT)), MOE),
+    "softmax-plus-one-g2": (
+        _spec(GateSpec(Position.G2), normaliser=NormaliserSpec(Normaliser.SOFTMAX_PLUS_ONE)),
+        DENSE,
+    ),
+    "clipped-softmax": (
+        _spec(normaliser=NormaliserSpec(Normaliser.CLIPPED_SOFTMAX, gamma=-0.03, zeta=1.0)),
+        DENSE,
+    ),
+    "sigmoid-sink-token": (_spec(normaliser=NormaliserSpec(Normaliser.SIGMOID), sink_tokens=1),
+                           DENSE),
+    "relu-no-qk-norm": (_spec(normaliser=NormaliserSpec(Normaliser.RELU)),
+                        dataclasses.replace(DENSE, qk_norm=False)),
+    "switch-kv-4-top-2": (_spec(switch_head=SwitchHeadSpec(ExpertProjections.KV, 4, 2)), DENSE),
+    "switch-v-3-top-3-g1-moe": (
+        _spec(GateSpec(), switch_head=SwitchHeadSpec(ExpertProjections.V, 3, 3)), MOE,
+    ),
 }
 
 
@@ -96,6 +126,41 @@ def test_logits_and_aux_loss_match_the_reference(case: str) -> None:
     assert params.unused() == set(), "the model has parameters the reference does not use"
     if backbone.moe is not None:
         assert aux > 0
+
+
+@pytest.mark.parametrize("case", ["sink-token", "sink-tokens-3-g1-sandwich",
+                                  "switch-kv-4-top-2"])
+def test_gradients_of_the_whole_lm_match_the_reference(case: str) -> None:
+    spec, backbone = CASES[case]
+    model = _built(spec, backbone)
+    idx = _tokens(backbone.vocab_size, seed=8)
+    weights = torch.randn(B, T, backbone.vocab_size, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(9))
+    params = list(model.parameters())
+    got = torch.autograd.grad((model(idx).logits * weights).sum(), params)
+    logits, _ = ref.lm(backbone, spec, ref.Params(model), idx)
+    want = torch.autograd.grad((logits * weights).sum(), params)
+    for (name, _), g, w in zip(model.named_parameters(), got, want, strict=True):
+        torch.testing.assert_close(g, w, **TOL, msg=lambda m, name=name: f"{name}: {m}")
+    sink = dict(zip((n for n, _ in model.named_parameters()), got, strict=True)).get(
+        "sink.tokens_SD")
+    assert sink is None or sink.abs().sum() > 0  # the sink tokens are trained
+
+
+def test_sink_tokens_are_dropped_from_the_logits_and_the_returned_weights() -> None:
+    """f_attn reads the sequence's own first token: the weights returned are among the
+    sequence's tokens, and what each query gave the sink token is their shortfall from 1."""
+    spec, backbone = CASES["sink-token"]
+    model = _built(spec, backbone)
+    idx = _tokens(backbone.vocab_size, seed=10)
+    out = model(idx, return_probs=True)
+    assert out.logits.shape == (B, T, backbone.vocab_size)
+    assert out.attn_probs is not None
+    for probs in out.attn_probs:
+        assert probs.shape == (B, backbone.n_heads, T, T)
+        shortfall = 1 - probs.sum(-1)
+        assert ((shortfall > 0) & (shortfall < 1)).all()
+    torch.testing.assert_close(out.logits, model(idx).logits, **TOL)
 
 
 def test_the_baseline_has_no_gate_and_the_parameters_of_the_named_baseline() -> None:
@@ -165,7 +230,8 @@ def test_every_spec_trains_a_step_and_counts_its_built_parameters(variant: str) 
     preset = tiny_preset_for(spec)
     torch.manual_seed(0)
     model = build_model(spec, preset)
-    assert len(model.gates()) == (model.backbone.n_layers if spec.gate is not None else 0)
+    scored = int(spec.gate is not None) + int(spec.switch_head is not None)
+    assert len(model.gates()) == model.backbone.n_layers * scored
     idx = _tokens(model.backbone.vocab_size, seed=5, length=16)
     out = model(idx)
     loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1), idx[:, 1:].flatten()) + out.aux_loss

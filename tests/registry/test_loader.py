@@ -78,6 +78,29 @@ INVALID = {
                               "paper[0].name", ["configuration files are plain data"]),
     "malformed-interpolation": ("gate:\n  init: {std: '${oc.env:X'}\n", "gate.init.std",
                                 ["looks like an interpolation", "plain data"]),
+    "bad-normaliser": ("normaliser:\n  kind: softmax1\n", "normaliser.kind",
+                       ["'softmax1' is not allowed", "allowed: softmax, sink-logit"]),
+    "clip-without-gamma": ("normaliser:\n  kind: clipped-softmax\n  zeta: 1.0\n",
+                           "normaliser.gamma", ["is required with kind: clipped-softmax",
+                                                "-0.03"]),
+    "gamma-on-sigmoid": ("normaliser:\n  kind: sigmoid\n  gamma: -0.03\n", "normaliser.gamma",
+                         ["not allowed with kind: sigmoid", "only clipped-softmax reads it",
+                          "set gamma: null"]),
+    "gamma-positive": ("normaliser: {kind: clipped-softmax, gamma: 0.5, zeta: 1.0}\n",
+                       "normaliser.gamma", ["0.5 is out of range", "must be >= -1 and <= 0"]),
+    "top-k-over-experts": ("switch_head: {n_experts: 2, top_k: 3}\n", "switch_head.top_k",
+                           ["3 is more than n_experts (2)", "top_k <= n_experts"]),
+    "zero-experts": ("switch_head: {n_experts: 0}\n", "switch_head.n_experts",
+                     ["0 is out of range", "must be >= 1 and <= 64"]),
+    "bad-projections": ("switch_head: {projections: q}\n", "switch_head.projections",
+                        ["'q' is not allowed", "allowed: v, kv"]),
+    "gate-on-switched-k": ("switch_head: {projections: kv, n_experts: 2}\ngate: {position: G3}\n",
+                           "gate.position", ["'G3' is not allowed with switch_head on kv",
+                                             "its router already gates", "gate: null"]),
+    "many-sink-tokens": ("sink_tokens: 100\n", "sink_tokens",
+                         ["100 is out of range", "must be >= 0 and <= 16"]),
+    "source-without-year": ("sources:\n  - {authors: x, title: y}\n", "sources[0].year",
+                            ["is required but missing"]),
 }
 
 
@@ -178,3 +201,33 @@ def test_every_shipped_spec_is_valid() -> None:
     specs, errors = load_all_valid()
     assert not errors
     assert [s.id for s in specs] == [s.id for s in load_all()]
+
+
+def test_each_family_holds_its_variants_and_every_borrowed_one_cites_its_source() -> None:
+    from gatelab.registry.schema import Family
+
+    specs = load_all()
+    assert len(specs) >= 33
+    families = {spec.id: spec.family for spec in specs}
+    assert families["baseline"] is Family.CONTROLS
+    assert families["sdpa-scale"] is Family.CONTROLS
+    assert families["g1-elementwise"] is Family.GATES
+    assert families["switch-v-1-top-1"] is Family.SWITCH_HEAD
+    assert families["g1-headwise-sink-logit"] is Family.SINK_MITIGATIONS
+    sinks = {"sink-logit", "sink-token", "softmax-plus-one", "clipped-softmax",
+             "sigmoid-attention", "relu-attention"}
+    assert sinks <= {i for i, f in families.items() if f is Family.SINK_MITIGATIONS}
+    assert len([f for f in families.values() if f is Family.SWITCH_HEAD]) == 5
+    for spec in specs:
+        if spec.family in (Family.SWITCH_HEAD, Family.SINK_MITIGATIONS):
+            assert spec.sources, spec.id
+            for source in spec.sources:
+                assert source.authors and source.title and source.year >= 2017, spec.id
+                assert source.venue or source.arxiv or source.url, spec.id
+
+
+def test_table6_rows_are_the_switch_head_specs_and_g2_headwise() -> None:
+    rows = {p.label: s.id for s in load_all() for p in s.paper if p.table == 6}
+    assert sorted(rows) == ["T6-1", "T6-2", "T6-3", "T6-4", "T6-5"]
+    assert [s.id for s in load_all() for p in s.paper if p.label == "T6-5"] == [
+        "g2-headwise", "switch-v-1-top-1"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import weakref
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from gatelab.model.build import build_model
 from gatelab.registry.backbone import Backbone
@@ -265,3 +269,71 @@ def test_divergence_rules() -> None:
     assert diverged(9.5, 5, warmup=10, first_loss=8.0, margin=1.0) is None  # still warming up
     assert "more than 1.0 nats" in (diverged(9.5, 12, warmup=10, first_loss=8.0, margin=1.0) or "")
     assert diverged(7.0, 12, warmup=10, first_loss=8.0, margin=1.0) is None
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """The peak of the bytes held by tensors that ops create under this mode: each new
+    storage counts from the op that makes it until it is freed (a finalizer on the storage,
+    whose Python object torch keeps for as long as the storage lives). What existed before
+    (the weights) is not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def _freed(self, key: int) -> None:
+        self.now -= self.live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if storage.nbytes() and key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(storage, self._freed, key)
+        return out
+
+
+def _peak_bytes(n_layers: int, fn: str) -> int:
+    torch.manual_seed(0)
+    model = build_model(load_variant("g1-elementwise"),
+                        dataclasses.replace(SMALL, n_layers=n_layers))
+    batch = torch.randint(0, SMALL.vocab_size, (4, 256), generator=torch.Generator().manual_seed(1))
+    meter = LiveTensorBytes()
+    with torch.no_grad(), meter:
+        if fn == "measure":
+            measure_internals(model, [batch])
+        else:  # every layer's probabilities returned at once
+            model(batch, return_probs=True)
+    return meter.peak
+
+
+def test_the_measurement_peak_memory_does_not_grow_with_depth() -> None:
+    layer_probs = 4 * 4 * 256 * 256 * 4  # one layer's (B, H, T, T) fp32: 4 MiB
+    measured = {n: _peak_bytes(n, "measure") for n in (2, 8)}
+    assert measured[8] == pytest.approx(measured[2], rel=0.2)
+    assert measured[2] >= layer_probs  # the meter sees a layer's probabilities
+    # The meter does see the growth where every layer's probabilities are kept at once.
+    kept = {n: _peak_bytes(n, "kept") for n in (2, 8)}
+    assert kept[8] - kept[2] >= 5 * layer_probs  # six more layers kept: ~6 x
+
+
+def test_measuring_layer_by_layer_equals_the_probabilities_the_model_returns() -> None:
+    torch.manual_seed(0)
+    model = build_model(load_variant("g1-elementwise"), SMALL, dtype=torch.float64)
+    batches = [torch.randint(0, SMALL.vocab_size, (3, 20), generator=torch.Generator(
+    ).manual_seed(s)) for s in (1, 2)]
+    internals = measure_internals(model, batches)
+    with torch.no_grad():
+        probs = [model(b, return_probs=True).attn_probs for b in batches]
+    for layer in range(SMALL.n_layers):
+        per_head = sum(first_token_attention_per_head(p[layer]) for p in probs) / len(batches)
+        assert internals.f_attn_heads[layer] == pytest.approx(per_head.tolist(), rel=1e-12)
+        assert internals.attn_maps is not None
+        torch.testing.assert_close(internals.attn_maps[layer],
+                                   probs[0][layer][0, :MAP_HEADS].float())

@@ -30,6 +30,15 @@ def test_cadence_compile_and_logging_do_not_change_the_identity() -> None:
     assert _hash(eval_every=7) == base
     assert _hash(checkpoint_every=3) == base
     assert _hash(compile=True) == base
+    assert _hash(compile=False) == base
+    assert _hash(micro_batch_size=4) == base  # gradient accumulation: the same update
+
+
+def test_a_measurement_batch_of_its_own_changes_the_identity_and_tf32_too() -> None:
+    base = _hash()
+    assert _hash(measure_batch_size=4) != base
+    assert _hash(numerics=dataclasses.replace(CPU, tf32=True)) != base
+    assert CPU.tf32 is False  # never on a CPU, whose recorded runs had no such field
 
 
 def test_what_changes_the_numbers_changes_the_identity() -> None:

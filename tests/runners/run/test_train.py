@@ -55,9 +55,14 @@ def test_every_measurement_is_in_mlflow(finished: tuple) -> None:
                 "val_loss_ctx2x", "val_loss_ctx4x", "f_attn", "f_attn.layer00", "m_act",
                 "m_act.layer03", "gate_score.mean", "gate_score.frac_below_0.01",
                 "gate_score.frac_below_0.1", "gate_score.mean.layer00", "loss_spikes",
-                "spike_score", "max_grad_norm", "tokens_per_s", "train_time_s", "lr"):
+                "spike_score", "max_grad_norm", "tokens_per_s", "train_time_s", "lr",
+                "flops_per_token", "achieved_flops", "peak_rss_gb", "measure_time_s"):
         assert key in metrics, key
         assert math.isfinite(metrics[key]), key
+    assert "mfu" not in metrics and "peak_device_mem_gb" not in metrics  # a CPU has no peak
+    assert metrics["achieved_flops"] == pytest.approx(
+        metrics["tokens_per_s"] * metrics["flops_per_token"])
+    assert metrics["measure_time_s"] > 0
     assert metrics["val_ppl"] == pytest.approx(math.exp(metrics["val_loss"]), rel=1e-6)
     assert 0 < metrics["f_attn"] < 1 and 0 < metrics["gate_score.mean"] < 1
     client = MlflowClient(res.tracking_uri)

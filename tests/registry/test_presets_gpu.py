@@ -10,12 +10,13 @@ import re
 import pytest
 import torch
 
-from gatelab.model.build import architecture_of, resolve_backbone
+from gatelab.model.build import build_model, resolve_backbone
 from gatelab.model.transformer import GatedLM
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.loader import load_variant
 from gatelab.registry.presets import PRESETS
 from gatelab.registry.schema import Architecture
+from gatelab.runners.run.flops import train_flops_per_token
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.sweep.ray_tasks import task_options
 from gatelab.runners.sweep.spec import get_sweep, selected_variants
@@ -24,7 +25,7 @@ from gatelab.shipped import sweeps_file
 H200_BF16_DENSE = 989e12
 ASSUMED_MFU = 0.35
 """The throughput the sweeps' headers assume (they say so)."""
-GPU_SWEEPS = ("table1-gpu", "table4-gpu", "lr-tolerance-gpu")
+GPU_SWEEPS = ("table1-gpu", "table4-gpu", "lr-tolerance-gpu", "sink-onset")
 
 
 def built(backbone: Backbone, arch: Architecture | None = None) -> GatedLM:
@@ -55,14 +56,10 @@ def test_an_moe_size_activates_its_dense_sizes_ffn(dense: str) -> None:
 
 
 def active_flops_per_token(variant: str, size: str, seq_len: int) -> float:
-    """Training FLOPs of one token: 6 x the parameters a token passes through (every expert
-    but the top-k left out) + causal attention, as the sweep planner counts them."""
-    arch, _ = architecture_of(variant)
-    bb = resolve_backbone(variant, size)
-    if bb.moe is not None:
-        bb = dataclasses.replace(bb, moe=dataclasses.replace(bb.moe, n_experts=bb.moe.top_k))
-    attention = 6 * bb.n_layers * seq_len * bb.n_heads * bb.head_dim
-    return 6 * built(bb, arch).num_params() + attention
+    """Training FLOPs of one token as the sweep planner and the runs count them
+    (``runners/run/flops.py``: the experts a token is routed to, attention over the whole
+    sequence), from the model built on the meta device."""
+    return train_flops_per_token(build_model(variant, size, "meta"), seq_len)
 
 
 def header_of(name: str) -> str:

@@ -33,6 +33,12 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which URI and what to do."""
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""The experiment kind that makes the MLflow UI (3.x) open an experiment on its training runs
+rather than on the GenAI overview of traces (empty for gatelab)."""
+
+
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, with the URI in the message, when an HTTP tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
@@ -186,6 +192,8 @@ class RunTracker:
             return cls(client, run_id, uri)
         exp = client.get_experiment_by_name(experiment)
         exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+        if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return cls(client, client.create_run(exp_id, run_name=run_name).info.run_id, uri)
 
     def log_params(self, params: dict[str, str]) -> None:

@@ -227,3 +227,20 @@ def test_a_read_only_folder_is_named(tmp_path: Path) -> None:
             RunTracker.client_for(uri_of(folder / "mlflow.db"))
     finally:
         folder.chmod(0o755)
+
+
+def test_gatelab_experiments_open_on_their_training_runs(tmp_path: Path) -> None:
+    """The MLflow UI reads ``mlflow.experimentKind``: a model-training experiment opens on its
+    runs, not on the GenAI overview of traces. Set when gatelab creates the experiment and
+    when it finds one without it."""
+    from mlflow.tracking import MlflowClient
+
+    uri = uri_of(tmp_path / "mlflow.db")
+    client = MlflowClient(uri)
+    tracking.RunTracker.open(client, uri, "fresh", "r1", None)
+    fresh = client.get_experiment_by_name("fresh")
+    assert fresh.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    client.create_experiment("older")  # made by something else, without the tag
+    tracking.RunTracker.open(client, uri, "older", "r2", None)
+    assert client.get_experiment_by_name("older").tags[tracking.EXPERIMENT_KIND_TAG] == (
+        tracking.MODEL_TRAINING)

@@ -234,6 +234,15 @@ class RunTracker:
                 np.savez_compressed(f, **arrays)
             self.client.log_artifact(self.run_id, str(path))
 
+    def log_dataset(self, name: str, digest: str, source: str, context: str) -> None:
+        """Record the data a run trained on as an MLflow dataset input (the UI's Dataset
+        column): ``digest`` is the corpus's content hash, ``context`` the split."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=source)
+        self.client.log_inputs(self.run_id, datasets=[
+            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+
     def log_text(self, name: str, text: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name

@@ -270,6 +270,23 @@ def run_tags(setting: RunSetting) -> dict[str, str]:
     }
 
 
+def mlflow_tags(spec: VariantSpec, commit: str) -> dict[str, str]:
+    """The tags the MLflow UI reads: the source (its Source column and the commit link) and the
+    run's description (its Description column): the spec's description and hypothesis."""
+    out = {"mlflow.source.name": "gatelab", "mlflow.source.type": "LOCAL",
+           "mlflow.note.content": f"{spec.description}\n\nHypothesis: {spec.hypothesis}"}
+    if commit != "unknown":
+        out["mlflow.source.git.commit"] = commit
+    return out
+
+
+def model_summary(model: torch.nn.Module) -> str:
+    """The built model as text (its modules) with its parameter count: the run's
+    ``model.txt``."""
+    n = sum(p.numel() for p in model.parameters())
+    return f"{n:,} parameters\n\n{model}\n"
+
+
 def train(
     spec: VariantSpec,
     recipe: Recipe,
@@ -321,7 +338,7 @@ def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resource
     """Train (or resume) a hash this process holds the lease of."""
     spec, recipe, rhash = setting.spec, setting.recipe, setting.run_hash
     found = RunTracker.find(client, resources.experiment, rhash)
-    run_name = f"{spec.id}-{rhash[:8]}"
+    run_name = f"{spec.id} lr={recipe.lr:g} seed={recipe.seed}"  # the hash stays a tag
     ckpt_path = resources.work_dir / "checkpoints" / rhash / "last.pt"
     try:
         if resources.threads:
@@ -348,11 +365,14 @@ def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resource
     tracker.set_tags({
         **run_tags(setting), Tag.STATUS: RunStatus.RUNNING,
         Tag.GIT_COMMIT: commit, Tag.GIT_DIRTY: str(dirty).lower(), Tag.DATA: data.describe(),
-        **(tags or {}),
+        **mlflow_tags(spec, commit), **(tags or {}),
     })
     if saved is None:
         tracker.log_json("config.json", config)
         tracker.log_json(IDENTITY_ARTIFACT, setting.identity.document)
+        tracker.log_text("model.txt", model_summary(loop.model))
+        tracker.log_dataset(data.corpus_name, data.corpus_hash, setting.recipe.data.source,
+                            "train")
     try:
         result = _run_loop(loop, tracker, ckpt_path, on_progress, on_eval)
     except KeyboardInterrupt:

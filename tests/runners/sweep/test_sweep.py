@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -119,18 +120,23 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def training_runs(client: MlflowClient, exp: Any) -> list[Any]:
+    """The experiment's training runs (not the sweeps' parent runs)."""
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    return [r for r in runs if Tag.RUN_HASH in r.data.tags]
+
+
 def runs_by_hash(uri: str) -> Counter[str]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("gatelab")
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    return Counter(r.data.tags["gatelab.run_hash"] for r in runs)
+    return Counter(r.data.tags["gatelab.run_hash"] for r in training_runs(client, exp))
 
 
 def statuses(uri: str) -> dict[str, str]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("gatelab")
     return {r.data.tags["gatelab.run_hash"]: r.data.tags["gatelab.status"]
-            for r in client.search_runs([exp.experiment_id])}
+            for r in training_runs(client, exp)}
 
 
 def plan_json(place: dict[str, str], name: str) -> dict:
@@ -186,7 +192,7 @@ def test_two_drivers_on_one_sweep_train_each_hash_once(place: dict[str, str]) ->
     assert set(runs_by_hash(place["uri"]).values()) == {1}  # one MLflow run per hash
     assert set(statuses(place["uri"]).values()) == {"finished"}
     client = MlflowClient(place["uri"])
-    for run in client.search_runs([client.get_experiment_by_name("gatelab").experiment_id]):
+    for run in training_runs(client, client.get_experiment_by_name("gatelab")):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert steps == list(range(1, 21))  # trained once: no step logged twice
     for out, _ in outs:
@@ -276,7 +282,7 @@ def test_a_killed_worker_fails_its_run_and_the_others_finish(place: dict[str, st
     assert sorted(final.values()) == ["failed", "finished", "finished"]
     client = MlflowClient(place["uri"])
     exp = client.get_experiment_by_name("gatelab")
-    failed = [r for r in client.search_runs([exp.experiment_id])
+    failed = [r for r in training_runs(client, exp)
               if r.data.tags["gatelab.status"] == "failed"]
     assert "Worker" in failed[0].data.tags["gatelab.failure"] or "died" in failed[0].data.tags[
         "gatelab.failure"]

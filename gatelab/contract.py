@@ -96,9 +96,6 @@ class Tag(enum.StrEnum):
     """On a summary run: the sweep it summarises."""
     SUMMARY_RUNS = "gatelab.summary.runs"
     """On a summary run: how many training runs it summarises."""
-    SWEEP_PARENT = "gatelab.sweep_parent"
-    """On a sweep's parent run (the MLflow UI nests the sweep's runs under it): the sweep's
-    name. Never a training run."""
 
 
 SINK_HEAD_THRESHOLD = 0.3

@@ -29,27 +29,6 @@ class SweepObserver(Protocol):
     def finished(self, run: PlannedRun, result: RunResult) -> None: ...
 
 
-PARENT_TAG = "mlflow.parentRunId"
-
-
-def sweep_parent(ctx: SweepContext, name: str, sweep: Sweep) -> str:
-    """The sweep's parent run, created at its first invocation: one per sweep (not per
-    invocation), so the MLflow UI shows each sweep once with every run it trained nested
-    under it, however many times it was resumed or extended. A run trained first by another
-    sweep stays under that sweep's parent."""
-    exp = ctx.client.get_experiment_by_name(ctx.experiment)
-    exp_id = exp.experiment_id if exp else ctx.client.create_experiment(ctx.experiment)
-    found = ctx.client.search_runs([exp_id], f"tags.`{Tag.SWEEP_PARENT}` = '{name}'",
-                                   max_results=1)
-    if found:
-        return str(found[0].info.run_id)
-    run = ctx.client.create_run(exp_id, run_name=f"sweep {name}", tags={
-        Tag.SWEEP_PARENT: name, "mlflow.note.content": sweep.description,
-        "mlflow.source.name": "gatelab sweep", "mlflow.source.type": "LOCAL"})
-    ctx.client.set_terminated(run.info.run_id, "FINISHED")
-    return str(run.info.run_id)
-
-
 def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
             numerics: Numerics, observer: SweepObserver | None = None,
             board: Any = None) -> dict[str, RunResult]:
@@ -61,7 +40,6 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
 
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     options = task_options(sweep.resources, has_gpus)
-    tags = {**sweep_tag(name), PARENT_TAG: sweep_parent(ctx, name, sweep)}
     threads = sweep.resources.threads or max(1, int(sweep.resources.cpus))
     board = board or ProgressBoard.remote()  # type: ignore[attr-defined]
     refs: dict[Any, PlannedRun] = {}
@@ -72,7 +50,7 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
                               threads=threads, tracking_uri=ctx.uri, experiment=ctx.experiment,
                               work_dir=ctx.work_dir)
         ref = train_task.options(**options).remote(  # type: ignore[attr-defined]
-            p.spec, p.recipe, resources, board, p.run_hash, tags)
+            p.spec, p.recipe, resources, board, p.run_hash, sweep_tag(name))
         refs[ref] = p
     results: dict[str, RunResult] = {}
     pending = list(refs)

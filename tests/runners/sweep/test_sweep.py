@@ -238,9 +238,15 @@ def test_a_driver_killed_mid_sweep_resumes_and_every_run_ends_once(
     assert set(statuses(place["uri"]).values()) == {"finished"}
 
 
-def _train_workers() -> list[int]:
+def _train_workers(root: int | None = None) -> list[int]:
+    """Ray train-task workers; with ``root``, only those under that process (another Ray on
+    the same machine, a user's own sweep, must never be touched)."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::train_task" in line]
+    pids = [int(line.split()[0]) for line in out.splitlines() if "ray::train_task" in line]
+    if root is None:
+        return pids
+    tree = process_tree(root)
+    return [p for p in pids if p in tree]
 
 
 def process_tree(pid: int) -> set[int]:
@@ -267,7 +273,7 @@ def listening_addresses(pids: set[int]) -> list[str]:
 
 def test_a_killed_worker_fails_its_run_and_the_others_finish(place: dict[str, str]) -> None:
     driver = start_cli(place, "sweep", "long")
-    wait_for(lambda: len(_train_workers()) >= 1 and any(
+    wait_for(lambda: len(_train_workers(driver.pid)) >= 1 and any(
         v == "running" for v in statuses_or_empty(place["uri"]).values()), 240,
         "a running train task")
     # While it runs: the local Ray (GCS, raylet, workers, agents) listens on loopback only.
@@ -275,7 +281,7 @@ def test_a_killed_worker_fails_its_run_and_the_others_finish(place: dict[str, st
     assert len(addresses) >= 4, addresses
     hosts = {a.rsplit(":", 1)[0] for a in addresses}
     assert hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}, addresses
-    victim = _train_workers()[0]
+    victim = _train_workers(driver.pid)[0]
     os.kill(victim, signal.SIGKILL)
     assert driver.wait(timeout=600) == 1
     final = statuses(place["uri"])

@@ -41,7 +41,9 @@ def test_report_files_and_self_contained_html(store: Store, tmp_path: Path) -> N
     assert [p.key for p in report.headline][:1] == ["effects_forest"]
     assert html.index("effects_forest") < html.index("id=\"verdict-sentences\"") < html.index(
         "id=\"table1\"")
-    assert html.count("<table") == len(report.tables)
+    empty = sum(1 for t in report.tables if t.frame.is_empty())
+    assert html.count("<table") == len(report.tables) - empty  # an empty one says "no rows"
+    assert html.count("<em>no rows</em>") == empty
     md = report.markdown_path.read_text()
     assert "## Table 1: perplexity against the baseline" in md and "](plots/loss_curves.png)" in md
     assert md.index("## The answer") < md.index("## Verdicts") < md.index("## Table 1")

@@ -354,13 +354,24 @@ def _alive(pid: int) -> bool:
     return bool(state) and not state.startswith("Z")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_ray_job_submit_runs_a_sweep_on_a_started_cluster(place: dict[str, str]) -> None:
     env = ray_env()
     ray_bin = str(Path(sys.executable).parent / "ray")
     # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes max).
     ray_tmp = tempfile.mkdtemp(prefix="gl-ray-", dir="/tmp")
+    # The job agent's port is chosen free: Ray's default (52365) may be held by another Ray on
+    # the machine (a local sweep's), and then no agent takes the job.
     start = subprocess.run([ray_bin, "start", "--head", "--port", "6391", "--num-cpus", "2",
                             "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275",
+                            "--dashboard-agent-listen-port", str(_free_port()),
                             "--temp-dir", ray_tmp], env=env, capture_output=True,
                            text=True, timeout=120)
     assert start.returncode == 0, start.stderr

@@ -616,48 +616,53 @@ def _restrict(runs: pl.DataFrame, seeds: Sequence[int]) -> pl.DataFrame:
 def _sequential(runs: pl.DataFrame, claims: Sequence[Claim], design: Design
                 ) -> list[dict[str, Any]]:
     """Replay the design's looks on the recorded runs: each t-test row is decided at the first
-    look where it crosses its boundary, else reported at the latest look reached."""
-    present = set(runs["seed"].drop_nulls().to_list())
-    n_seeds = sum(1 for s in design.seeds if s in present)
-    current = design.look_of(n_seeds)
-    latest = _rows(runs if current is None else _restrict(runs, design.seeds_at(current)),
-                   claims)
+    look where it crosses its boundary, else reported at the latest look it reached. A row
+    reaches look ``k`` only when all of that look's seeds are paired for it (``n`` equals the
+    look's seed count): runs of a look that is still training (some seeds, some variants)
+    never count as that look, so an interrupted round is not taken for the final one."""
     def in_design(row: _Row) -> bool:
         return row.evidence.sequential and (not design.claims or row.claim.id in design.claims)
 
+    rows_at = [{r.key: r for r in _rows(_restrict(runs, design.seeds_at(k)), claims)
+                if in_design(r)} for k in range(len(design.looks))]
+    reached: dict[str, int] = {}
+    for k, rows in enumerate(rows_at):
+        for key, row in rows.items():
+            if row.evidence.n >= design.looks[k]:
+                reached[key] = k
+    present = set(runs["seed"].drop_nulls().to_list())
+    current = max(reached.values(), default=design.look_of(
+        sum(1 for s in design.seeds if s in present)))
+    latest = _rows(runs if current is None else _restrict(runs, design.seeds_at(current)),
+                   claims)
     sequential = [r for r in latest if in_design(r)]
     others = [r for r in latest if not in_design(r)]
     out = _fixed(others, "Holm over the claims not decided by seeds")
-    if current is None:
-        for row in sequential:
-            out.append(_record(row, INCONCLUSIVE, f"fewer seeds than the design's first look "
-                               f"({design.looks[0]})", None, len(sequential), PROCEDURE))
-        return out
-    looks = [{r.key: r.evidence.p_value for r in _rows(_restrict(runs, design.seeds_at(k)),
-                                                      claims) if in_design(r)}
-             for k in range(current + 1)]
+    looks = [{key: r.evidence.p_value for key, r in rows.items() if reached.get(key, -1) >= k}
+             for k, rows in enumerate(rows_at)]
     decisions = decide(looks, design)
-    by_look: dict[int, dict[str, _Row]] = {}
     last = len(design.looks) - 1
-    open_rows = [r for r in sequential if r.key not in decisions]
+    open_rows = [rows_at[reached[r.key]][r.key] for r in sequential
+                 if r.key in reached and r.key not in decisions]
     open_adj = dict(zip([r.key for r in open_rows],
                         holm([r.evidence.p_value for r in open_rows]), strict=True))
+    look_text = f"look {{k}} of {len(design.looks)} ({{n}} seeds, cap {design.max_seeds})"
     for row in sequential:
+        look = reached.get(row.key)
+        if look is None:
+            out.append(_record(row, INCONCLUSIVE, f"fewer seeds than the design's first look "
+                               f"({design.looks[0]})", None, len(sequential), PROCEDURE))
+            continue
         decision = decisions.get(row.key)
-        look_text = (f"look {{k}} of {len(design.looks)} ({{n}} seeds, cap "
-                     f"{design.max_seeds})")
         if decision is None:
-            verdict = UNDECIDED if current == last else INCONCLUSIVE
-            level = design.spent(current)
-            extra = (f"{look_text.format(k=current + 1, n=design.looks[current])}: not decided"
-                     f" (needs adjusted p < {level:.3g} at this look)")
-            out.append(_record(row, verdict, None, open_adj.get(row.key), len(open_rows),
+            at = rows_at[look][row.key]
+            verdict = UNDECIDED if look == last else INCONCLUSIVE
+            extra = (f"{look_text.format(k=look + 1, n=design.looks[look])}: not decided"
+                     f" (needs adjusted p < {design.spent(look):.3g} at this look)")
+            out.append(_record(at, verdict, None, open_adj.get(row.key), len(open_rows),
                                PROCEDURE, extra))
             continue
-        if decision.look not in by_look:
-            by_look[decision.look] = {r.key: r for r in _rows(
-                _restrict(runs, design.seeds_at(decision.look)), claims)}
-        at = by_look[decision.look].get(row.key, row)
+        at = rows_at[decision.look][row.key]
         verdict, note = at.evidence.decide(0.0)
         where = look_text.format(k=decision.look + 1, n=design.looks[decision.look])
         extra = (f"decided at {where}, adjusted p {decision.p_adjusted:.3g} < "

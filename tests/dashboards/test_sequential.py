@@ -13,7 +13,7 @@ from synthetic import FakeRun, frame
 
 from gatelab.dashboards.sequential import Design, decide, design_for, obf_spending
 from gatelab.dashboards.stats import t_test_power
-from gatelab.dashboards.verdicts import REPRODUCED, UNDECIDED, verdicts
+from gatelab.dashboards.verdicts import INCONCLUSIVE, REPRODUCED, UNDECIDED, verdicts
 
 ALPHA = 0.05
 
@@ -118,3 +118,17 @@ def test_a_claim_open_at_the_last_look_is_undecided_within_the_cap() -> None:
     row = table.filter(pl.col("claim") == "gate-lowers-loss").row(0, named=True)
     assert row["verdict"] == UNDECIDED and row["n"] == 5
     assert "look 2 of 2" in str(row["statistic"]) and "would take about" in str(row["statistic"])
+
+
+def test_a_look_still_training_is_not_taken_for_the_last_one() -> None:
+    """Round 2 interrupted: seeds 3 and 4 recorded for the baseline only (and one of them
+    still running). The claim stays at look 1 (3 pairs), inconclusive, never 'undecided within
+    the cap'."""
+    design = design_for([0, 1, 2], max_seeds=5, step=2)
+    runs = _runs([0.01, -0.02, 0.015, -0.01, 0.0])
+    partial = [r for r in runs if r.seed < 3 or r.variant == "baseline"]
+    partial.append(FakeRun("g1-elementwise", 3, 5.1, status="running"))
+    table = verdicts(frame(partial), design=design)
+    row = table.filter(pl.col("claim") == "gate-lowers-loss").row(0, named=True)
+    assert row["verdict"] == INCONCLUSIVE and row["n"] == 3
+    assert "look 1 of 2 (3 seeds, cap 5): not decided" in str(row["statistic"])

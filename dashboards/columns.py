@@ -38,10 +38,13 @@ TAG_COLUMNS: dict[str, tuple[str, DType]] = {
     Tag.KERNEL.value: ("kernel", pl.Utf8),
     Tag.TORCH_VERSION.value: ("torch_version", pl.Utf8),
     Tag.IDENTITY_VERSION.value: ("identity_version", pl.Int64),
+    Tag.STAGE.value: ("stage", pl.Utf8),
+    Tag.PARENT_HASH.value: ("parent_hash", pl.Utf8),
 }
 """gatelab tag -> (column, dtype). The value ``none`` (the baseline's position) becomes null.
 ``setting_id`` and ``lr_setting_id`` are the runner's setting hashes (``gatelab.identity``);
-a run recorded before they existed gets its own run hash for both (never pooled)."""
+a run recorded before they existed gets its own run hash for both (never pooled). ``stage`` and
+``parent_hash``: a stage's name in its sweep and the run it continued from (null: neither)."""
 
 RUN_COLUMNS: dict[str, DType] = {
     "run_id": pl.Utf8,

@@ -12,6 +12,8 @@ the backend of a notebook that imports this is left alone).
 - ``gate_histograms``: the distribution of gate scores per gated variant (from each run's
   ``internals.npz``, ``dashboards/artifacts.py``).
 - ``attention_maps``: a few heads' attention maps, the baseline against gated variants.
+- ``position_loss``: loss against position at each evaluated length, one panel per stage of
+  the long-context chain (train, extend, YaRN), the training length marked.
 
 Each function returns the path it wrote, or ``None`` when the runs hold nothing to plot.
 """
@@ -221,6 +223,45 @@ def sink_metrics_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: 
     fig.suptitle(f"{setting_name(runs, sid)}\nthe most sink-like head of each layer during "
                  "training (mean over seeds, band = range); dotted: the sink-head threshold of "
                  "Gu et al. 2024", fontsize=9)
+    return save_png(fig, path)
+
+
+def position_loss(table: pl.DataFrame, path: Path) -> Path | None:
+    """One panel per stage (``dashboards/long_context.py``'s ``loss_by_position`` table):
+    the mean loss in each position bucket against the bucket's middle position (log scale),
+    per variant; the longest evaluated window solid, the shorter ones faint; dotted: the length
+    the stage trained at, beyond which a model reads positions it never saw."""
+    if table.is_empty():
+        return None
+    stages = table.select("depth", "stage").unique().sort("depth", "stage").rows()
+    colors = variant_colors(table["variant"].to_list())
+    fig = new_figure(max(6.0, 4.2 * len(stages)), 3.8)
+    axes = fig.subplots(1, len(stages), squeeze=False, sharey=True).ravel()
+    for k, (ax, (depth, stage)) in enumerate(zip(axes, stages, strict=True)):
+        mine = table.filter((pl.col("depth") == depth) & (pl.col("stage") == stage))
+        longest = mine["multiple"].max()
+        for (variant, multiple), rows in mine.group_by("variant", "multiple", maintain_order=True):
+            rows = rows.sort("bucket")
+            middle = (rows["pos_start"] + rows["pos_end"]).to_numpy() / 2
+            solid = multiple == longest
+            ax.plot(middle, rows["loss"].to_numpy(), color=colors[str(variant)],
+                    marker="o" if solid else None, ms=3, lw=1.6 if solid else 0.8,
+                    alpha=1.0 if solid else 0.35,
+                    label=f"{variant} ({int(rows['eval_len'][0])} tokens)" if solid else None)
+        first = mine.row(0, named=True)
+        ax.axvline(first["seq_len"], color="grey", ls=":", lw=1, label="trained length")
+        yarn = first["yarn_factor"]
+        ax.set_title(f"{stage}: trained at {first['seq_len']}, RoPE base "
+                     f"{first['rope_base']:g}" + (f", YaRN x{yarn:g}" if yarn else ""),
+                     fontsize=9)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("position (bucket middle, tokens)")
+        if k == 0:
+            ax.set_ylabel("validation loss (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Loss by position at 1x..8x each stage's length (mean over seeds); faint: "
+                 "the shorter windows", fontsize=9)
     return save_png(fig, path)
 
 

@@ -100,7 +100,24 @@ def build_tables(runs: Runs, claims: Sequence[Claim] | None = None) -> list[Tabl
               "Validation loss at 1x, 2x and 4x the training sequence length; ctx4x_gap = loss "
               "at 4x minus at 1x per run, and its paired change against the baseline.",
               runs.long_context()),
+        *_position_tables(runs),
     ]
+
+
+def _position_tables(runs: Runs) -> list[Table]:
+    """The loss-by-position table, where runs recorded their loss per position bucket (the
+    long-context sweep's stages)."""
+    frame = runs.loss_by_length()
+    if frame.is_empty():
+        return []
+    return [Table("loss_by_position", "Loss by position (long context, Table 5)",
+                  "Per stage of the chain (train, then each stage continuing from the one "
+                  "before: the context extension with its RoPE base, the evaluation under "
+                  "YaRN), variant and evaluated length (multiple x the stage's training "
+                  "length seq_len): n finished runs, the whole window's mean loss and the mean "
+                  "loss in each equal position bucket (pos0 = the first positions). A loss "
+                  "that rises in the last buckets of the longer windows is a model reading "
+                  "beyond the positions it trained on.", frame)]
 
 
 def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
@@ -131,6 +148,13 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
                 "hides a sink that lives in one head.",
                 plots.sink_metrics_over_training(runs.frame, runs.history(sink_layers),
                                                  folder / "sink_metrics_over_training.png"))
+    positions = runs.loss_by_position()
+    if not positions.is_empty():
+        add("position_loss", "Loss by position (long context)", "Mean validation loss per "
+            "position bucket, one panel per stage (train, context extension, YaRN), per "
+            "variant; the longest evaluated window solid, shorter ones faint; dotted: the "
+            "length the stage trained at.",
+            plots.position_loss(positions, folder / "position_loss.png"))
     add("loss_vs_lr", "Loss against learning rate", "Final validation loss per LR (mean ± 95% "
         "CI); x: LRs where runs diverged, with their count.",
         plots.loss_vs_lr(runs.frame, folder / "loss_vs_lr.png"))

@@ -21,6 +21,7 @@ from gatelab.dashboards.artifacts import RunArrays, read_arrays
 from gatelab.dashboards.claims import Claim
 from gatelab.dashboards.columns import FINISHED
 from gatelab.dashboards.load import to_frame
+from gatelab.dashboards.long_context import loss_by_length, loss_by_position
 from gatelab.dashboards.raw_runs import RunStore
 from gatelab.dashboards.sequential import Design
 from gatelab.dashboards.sink_onset import sink_onset
@@ -100,6 +101,15 @@ class Runs:
     def long_context(self) -> pl.DataFrame:
         """Validation loss at 1x, 2x and 4x the training length."""
         return tables.long_context(self.frame)
+
+    def loss_by_position(self) -> pl.DataFrame:
+        """Per stage, variant, evaluated length and position bucket: the mean loss
+        (``dashboards/long_context.py``; runs recorded with ``position_buckets``)."""
+        return loss_by_position(self.frame)
+
+    def loss_by_length(self) -> pl.DataFrame:
+        """``loss_by_position`` with a row per stage, variant and length, a column per bucket."""
+        return loss_by_length(self.frame)
 
     def design(self) -> Design | None:
         """The sequential design recorded by ``gatelab sweep NAME --until-decided`` for this

@@ -16,6 +16,7 @@ from typing import Any
 
 from gatelab.contract import Tag, sweep_tag
 from gatelab.dashboards.report_parts import Report
+from gatelab.experiment import ensure_experiment
 
 
 def summary_tags(sweep: str, n_runs: int) -> dict[str, str]:
@@ -37,8 +38,7 @@ def attach(report: Report, tracking_uri: str, experiment: str, sweep: str) -> st
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    exp_id = ensure_experiment(client, tracking_uri, experiment)
     old = previous_summaries(client, exp_id, sweep)
     run_id: str = client.create_run(exp_id, run_name=f"summary-{sweep}").info.run_id
     verdicts = report.table("verdicts")["verdict"].to_list()

@@ -43,10 +43,11 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-def server_command(tracking_uri: str, port: int, host: str = HOST) -> list[str]:
-    """The ``mlflow server`` command line for ``tracking_uri``."""
+def server_command(tracking_uri: str, port: int, host: str = HOST,
+                   extra: tuple[str, ...] = ()) -> list[str]:
+    """The ``mlflow server`` command line for ``tracking_uri`` (``extra``: more flags)."""
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-            "--host", host, "--port", str(port), "--workers", "1"]
+            "--host", host, "--port", str(port), "--workers", "1", *extra]
 
 
 def supervisor_command(command: list[str]) -> list[str]:
@@ -194,21 +195,25 @@ def wait_until_serving(process: subprocess.Popen[bytes], port: int, uri: str,
                        f"{timeout_s:.0f} s; its output is above")
 
 
-def start(tracking_uri: str | None, port: int, log: Path | None = None
+def start(tracking_uri: str | None, port: int, log: Path | None = None, host: str = HOST,
+          extra: tuple[str, ...] = (), new_store: bool = False
           ) -> tuple[subprocess.Popen[bytes], str, str]:
     """Start the server under its supervisor, in a session of its own, once the store exists
     and ``port`` is free; returns (the supervisor, URL, resolved URI). Its output goes to
     ``log``, or to this process's stderr when ``log`` is ``None`` (stdout stays for the URL
     line, so ``gatelab ui | head -1`` gives the URL). On Linux the supervisor stops the server
-    when the calling thread ends, so call this from the thread that waits for the server."""
+    when the calling thread ends, so call this from the thread that waits for the server.
+    ``host``: the address to bind; ``extra``: more ``mlflow server`` flags; ``new_store``: a
+    missing SQLite store is created (a tracking server's), not refused (the UI's)."""
     uri = resolve_tracking_uri(tracking_uri)
     path = sqlite_path(uri)
-    if path is not None and not path.is_file():
+    if path is not None and not path.is_file() and not new_store:
         raise FileNotFoundError(f"no MLflow store at {path}: run a sweep first, or pass "
                                 "--tracking-uri")
-    check_port(port)
+    check_port(port, host)
     out = open(log, "ab") if log is not None else None  # noqa: SIM115
-    process = subprocess.Popen(supervisor_command(server_command(uri, port)), env=server_env(),
+    command = supervisor_command(server_command(uri, port, host, extra))
+    process = subprocess.Popen(command, env=server_env(),
                                stdout=out if out is not None else sys.stderr,
                                stderr=subprocess.STDOUT, start_new_session=True)
     if out is not None:
@@ -235,17 +240,20 @@ def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-def serve(tracking_uri: str | None, port: int) -> int:
-    """Run the UI in the foreground until Ctrl-C (or SIGTERM, SIGHUP); the exit status of the
-    command. The server is stopped on the way out whatever ends the command."""
+def serve(tracking_uri: str | None, port: int, host: str = HOST, extra: tuple[str, ...] = (),
+          new_store: bool = False, what: str = "MLflow UI", landing: str = "") -> int:
+    """Run the server in the foreground until Ctrl-C (or SIGTERM, SIGHUP); the exit status of
+    the command. The server is stopped on the way out whatever ends the command. ``host``,
+    ``extra``, ``new_store``: as ``start``; ``what``: how the URL line names it; ``landing``:
+    the page to open, appended to the URL (e.g. ``/#/experiments/1?workflowType=...``)."""
     # Ctrl-C must work even when started from a shell that ignores SIGINT (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
-    process, _, uri = start(tracking_uri, port)
+    process, _, uri = start(tracking_uri, port, host=host, extra=extra, new_store=new_store)
     try:
         url = wait_until_serving(process, port, uri)
-        print(f"MLflow UI for {uri}: {url}  (Ctrl-C stops it)", flush=True)
+        print(f"{what} for {uri}: {url}{landing}  (Ctrl-C stops it)", flush=True)
         return process.wait()
     except KeyboardInterrupt:
         return 0

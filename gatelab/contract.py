@@ -87,15 +87,30 @@ class Tag(enum.StrEnum):
     TORCH_VERSION = "gatelab.torch_version"
     GIT_COMMIT = "gatelab.git_commit"
     GIT_DIRTY = "gatelab.git_dirty"
+    CODE_HASH = "gatelab.code_hash"
+    """SHA-256 of the installed package's source and YAML: the code version of a run that
+    trained without ``.git`` (a Ray job's copy, a wheel)."""
+    NODE = "gatelab.node"
+    """Where the run (last) trained: the Ray node id and host, or the host outside Ray."""
     FAILURE = "gatelab.failure"
     DIVERGED_STEP = "gatelab.diverged_step"
     DIVERGENCE = "gatelab.divergence"
+    PARENT_HASH = "gatelab.parent_hash"
+    """On a stage (a run that continues from another's final weights): the parent's run hash."""
+    PARENT_RUN_ID = "gatelab.parent_run_id"
+    """On a stage: the parent's MLflow run id. Not ``mlflow.parentRunId``, which nests runs
+    in the UI for another purpose."""
+    STAGE = "gatelab.stage"
+    """On a stage a sweep ran: the stage's name in the sweep (``extend``, ``yarn``...)."""
     SUMMARY = "gatelab.summary"
     """Set on the summary runs ``gatelab report`` writes; those are never training runs."""
     SUMMARY_SWEEP = "gatelab.summary.sweep"
     """On a summary run: the sweep it summarises."""
     SUMMARY_RUNS = "gatelab.summary.runs"
     """On a summary run: how many training runs it summarises."""
+    SWEEP_PARENT = "gatelab.sweep_parent"
+    """On a sweep's parent run (``runners/sweep/parent.py``): the sweep's name. A parent run
+    has no ``gatelab.run_hash`` and no sweep tag: it is never a training run."""
 
 
 SINK_HEAD_THRESHOLD = 0.3

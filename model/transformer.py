@@ -137,7 +137,8 @@ class GatedLM(nn.Module):
         s = self.sink.n
         x_BTD = self.sink(self.embed(idx_BT))
         cos_TK, sin_TK = rope_tables(
-            self.backbone.head_dim, x_BTD.shape[1], self.backbone.rope_base, device=idx_BT.device
+            self.backbone.head_dim, x_BTD.shape[1], self.backbone.rope_base, device=idx_BT.device,
+            yarn=self.backbone.yarn,
         )
         aux_total = x_BTD.new_zeros(())
         all_probs: list[Tensor] = []

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, overrides, origins)
     resources = Resources(device=args.device, precision=args.precision, backend=args.backend,
                           threads=args.threads, tracking_uri=args.tracking_uri,
-                          experiment=args.experiment, work_dir=Path(args.work_dir))
+                          experiment=args.experiment, work_dir=Path(args.work_dir),
+                          storage=args.storage)
     resources.numerics()  # an impossible device or kernel fails before anything starts
     def waiting(owner: LeaseOwner) -> None:
         _say(f"gatelab train: this run is being trained by {owner.describe()}; waiting for it "
@@ -120,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from gatelab.cli.live_view import LiveView
-    from gatelab.cli.sweep_text import format_plan, format_search, format_summary
+    from gatelab.cli.sweep_text import format_plan, format_search, format_summary, ui_link
     from gatelab.runners.sweep.context import SweepContext
     from gatelab.runners.sweep.driver import dry_run, plan_sweep, run_plan
     from gatelab.runners.sweep.lr_search import run_search
@@ -135,7 +137,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _say(f"sweep {args.name}: overrides from the command line: {', '.join(sets)}")
     ctx = SweepContext(tracking_uri=args.tracking_uri, experiment=args.experiment,
                        work_dir=Path(args.work_dir).resolve(), address=args.address,
-                       retry_failed=args.retry_failed, sweeps_file=path)
+                       retry_failed=args.retry_failed, sweeps_file=path,
+                       storage=args.storage, study_storage=args.study_storage,
+                       task_retries=args.task_retries)
     if args.max_seeds is not None and not args.until_decided:
         raise ValueError("--max-seeds only applies with --until-decided")
     if args.until_decided:
@@ -169,7 +173,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{SWEEP_TAG_PREFIX}{args.name}=1.")
     uri_flag = "" if args.tracking_uri is None else f" --tracking-uri {where}"
     print(f"Tables, plots and an HTML report: .venv/bin/gatelab report {args.name}{uri_flag}")
-    print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then http://127.0.0.1:5000)")
+    print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then "
+          f"{ui_link(ctx.client, args.experiment)})")
     return 1 if failed else 0
 
 
@@ -267,9 +272,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from gatelab.cli.sweep_text import ui_link
+    from gatelab.contract import resolve_tracking_uri, sqlite_path
     from gatelab.dashboards.ui import serve
 
-    return serve(args.tracking_uri, args.port)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    db = sqlite_path(uri)
+    landing = ""
+    if db is None or db.is_file():  # the training-runs view of the experiment (see ui_link)
+        landing = ui_link(MlflowClient(uri), args.experiment, base="")
+    return serve(args.tracking_uri, args.port, landing=landing)
 
 
 def _parse_value(text: str) -> object:
@@ -298,7 +312,12 @@ def _add_run_places(p: argparse.ArgumentParser) -> None:
     """The flags of commands that train: where runs are recorded and kept, and progress."""
     p.add_argument("--tracking-uri", help=TRACKING_HELP)
     p.add_argument("--experiment", default="gatelab")
-    p.add_argument("--work-dir", default=".gatelab", help="checkpoints and caches")
+    p.add_argument("--work-dir", default=".gatelab", help="this machine's folder for "
+                   "checkpoints and caches (default .gatelab)")
+    p.add_argument("--storage", metavar="PATH_OR_URI",
+                   help="where checkpoints, leases and the token cache live for every node: a "
+                   "path all nodes mount, or an fsspec URI (default: $GATELAB_STORAGE, else "
+                   "--work-dir)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -356,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "./sweeps.yaml, else the one shipped with gatelab)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a "
                    "local Ray started here)")
+    p.add_argument("--study-storage", metavar="URL",
+                   help="the LR search's Optuna storage, an SQLAlchemy URL (default: beside a "
+                   "SQLite tracking store, else optuna.db in --storage)")
+    p.add_argument("--task-retries", type=int, default=2, metavar="N",
+                   help="reruns of a run whose worker or node died (default 2; never for a run "
+                   "that raised or diverged)")
     p.add_argument("--until-decided", action="store_true",
                    help="add seeds in rounds until every claim the sweep tests is decided "
                    "(group-sequential alpha spending; see README) or --max-seeds is reached")
@@ -385,13 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "else the shipped claims.yaml)")
     p.set_defaults(func=cmd_report)
 
-    from gatelab.cli import compare, new
+    from gatelab.cli import compare, new, server
 
     compare.add_parser(sub, TRACKING_HELP)
+    server.add_parser(sub)
     new.add_parser(sub)
 
     p = sub.add_parser("ui", help="the MLflow UI for the tracking store, on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--experiment", default="gatelab", help="the experiment its link opens")
     p.add_argument("--tracking-uri", help=TRACKING_HELP)
     p.set_defaults(func=cmd_ui)
 
@@ -407,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "GATELAB_DEBUG"
+"""Set (to anything) to print the traceback above an error's one-line message."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.ablations:
@@ -414,10 +445,14 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ[ABLATIONS_ENV] = os.pathsep.join(str(Path(d).resolve())
                                                     for d in args.ablations)
+    # MLflow prints a "View run ... at URL" line for every run ended through a server; gatelab
+    # prints its own line per run. Workers started here inherit it (cluster workers: train_task).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow announces every SQLite schema set-up at INFO; users need only its warnings. Its
     # loggers read this at import (which comes later), as do the Ray workers started here.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." ...
     # What gatelab's packages report on the way (a checkpoint moved aside, ...): one line each.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"gatelab {args.command}: %(message)s"))
@@ -428,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
         print(f"gatelab {args.command}: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

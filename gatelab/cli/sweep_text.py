@@ -1,6 +1,9 @@
-"""Text of ``gatelab sweep``: the plan, the summary table, the LR-search table."""
+"""Text of ``gatelab sweep``: the plan, the summary table, the LR-search table, the link to the
+sweep's runs in the MLflow UI."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from gatelab.cli.format import table
 from gatelab.contract import DONE_STATUSES, PlanState
@@ -18,7 +21,12 @@ def format_plan(report: PlanReport) -> str:
     n = report.numerics
     lines = [f"sweep {report.sweep}: plan ({n.device_type}, {n.precision}, {n.kernel} "
              "attention)"]
-    if report.runs:
+    if any(p.stage is not None for p in report.runs):  # a sweep with stages
+        lines.append(table(("variant", "stage", "lr", "seed", "hash", "continues", "state"),
+                           [(p.spec.id, p.stage or "-", f"{p.recipe.lr:g}", p.recipe.seed,
+                             p.run_hash, p.recipe.continue_from or "-", p.state.value)
+                            for p in report.runs]))
+    elif report.runs:
         lines.append(table(("variant", "lr", "seed", "hash", "state"),
                            [(p.spec.id, f"{p.recipe.lr:g}", p.recipe.seed, p.run_hash,
                              p.state.value) for p in report.runs]))
@@ -46,10 +54,13 @@ def _fmt(v: object) -> str:
 
 
 def format_summary(name: str, rows: list[SummaryRow]) -> str:
-    body = table(("variant", "lr", "seed", "status", *SUMMARY_KEYS),
-                 [(r.variant, f"{r.lr:g}", r.seed, r.status.value,
-                   *(_fmt(r.metrics[k]) for k in SUMMARY_KEYS)) for r in rows])
-    failures = [f"  {r.variant} lr={r.lr:g} seed={r.seed}: {r.status.value}"
+    staged = any(r.stage is not None for r in rows)
+    body = table(("variant", *(("stage",) if staged else ()), "lr", "seed", "status",
+                  *SUMMARY_KEYS),
+                 [(r.variant, *((r.stage or "-",) if staged else ()), f"{r.lr:g}", r.seed,
+                   r.status.value, *(_fmt(r.metrics[k]) for k in SUMMARY_KEYS)) for r in rows])
+    failures = [f"  {r.variant}{f' ({r.stage})' if r.stage else ''} lr={r.lr:g} "
+                f"seed={r.seed}: {r.status.value}"
                 f"{'' if r.ran_now else ' (recorded earlier)'}: {r.cause or 'no cause recorded'}"
                 for r in rows if r.status not in DONE_STATUSES]
     ran = sum(r.ran_now for r in rows)
@@ -65,3 +76,20 @@ def format_search(name: str, rows: list[SearchRow]) -> str:
          "largest stable lr", "smallest diverged lr"),
         [(r.variant, r.seed, r.trials, r.diverged, _fmt(r.best_lr), _fmt(r.best_val_loss),
           _fmt(r.largest_stable_lr), _fmt(r.smallest_diverged_lr)) for r in rows])
+
+
+UI_BASE = "http://127.0.0.1:5000"
+"""Where ``gatelab ui`` serves by default."""
+TRAINING_VIEW = "workflowType=machine_learning"
+"""The MLflow UI's "Model training" view. MLflow 3.17's UI opens every experiment on its GenAI
+overview of traces (empty for gatelab) unless the link asks for this view or the browser chose
+it once (the switch at the top left, kept in the browser's local storage): it ignores the
+experiment's ``mlflow.experimentKind`` tag, which gatelab sets all the same."""
+
+
+def ui_link(client: Any, experiment: str, base: str = UI_BASE) -> str:
+    """The UI's page of ``experiment``'s training runs (the UI's home where it does not
+    exist)."""
+    exp = client.get_experiment_by_name(experiment)
+    where = f"experiments/{exp.experiment_id}" if exp is not None else ""
+    return f"{base}/#/{where}?{TRAINING_VIEW}"

@@ -142,7 +142,7 @@ def prepare_data(cfg: DataConfig) -> TokenData:
     source = locate_source(cfg.source, cfg.text_column)
     if _sharded(cfg.store, source):
         return _prepare_sharded(cfg, source, start)
-    tokens_path = cache / f"tokens-{source.key}-{cfg.tokenizer_key}.npz"
+    tokens_path = tokens_file(cache, source.key, cfg.tokenizer_key)
     tokenizer = cached_tokenizer(cfg.tokenizer, cfg.vocab_size, source.key, cache)
     if tokenizer is not None and tokens_path.is_file():
         arrays, bytes_per_token = _load_tokens(tokens_path)
@@ -159,6 +159,28 @@ def prepare_data(cfg: DataConfig) -> TokenData:
                      corpus_name=source.name, corpus_hash=source.content_hash,
                      tokenizer=tokenizer, from_cache=from_cache,
                      seconds=time.perf_counter() - start)
+
+
+def tokens_file(cache: Path, corpus_key: str, tokenizer_key: str) -> Path:
+    """The in-memory path's token ids of every split, in one ``.npz``."""
+    return cache / f"tokens-{corpus_key}-{tokenizer_key}.npz"
+
+
+def data_key(cfg: DataConfig) -> str:
+    """What the cache files of ``cfg`` are keyed by: its source's content and its tokenizer."""
+    return f"{locate_source(cfg.source, cfg.text_column).key}-{cfg.tokenizer_key}"
+
+
+def cache_files(cfg: DataConfig) -> list[Path]:
+    """The files ``prepare_data(cfg)`` reads from the cache (after it has built them): the
+    tokenizer (BPE), then the token ids (one file, or every file of a sharded store)."""
+    cache = Path(cfg.cache_dir)
+    source = locate_source(cfg.source, cfg.text_column)
+    files = [] if cfg.tokenizer == "bytes" else [bpe_path(cache, source.key, cfg.vocab_size)]
+    if _sharded(cfg.store, source):
+        folder = store_path(cache, source.key, cfg.tokenizer_key)
+        return files + sorted(p for p in folder.rglob("*") if p.is_file())
+    return files + [tokens_file(cache, source.key, cfg.tokenizer_key)]
 
 
 def _sharded(store: TokenStore, source: Source) -> bool:

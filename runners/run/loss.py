@@ -44,6 +44,20 @@ def lm_loss(model: GatedLM, x_BT: Tensor, y_BT: Tensor,
                                  chunk), aux
 
 
+def token_losses(model: GatedLM, x_BT: Tensor, y_BT: Tensor) -> Tensor:
+    """The cross-entropy of every target (B, T), in at least fp32, without a gradient path
+    worth keeping (evaluation); the LM head runs a slice of tokens at a time as ``lm_loss``'s
+    does, so no (B, T, vocab) tensor exists above ``CHUNK_ABOVE`` logits."""
+    B, T = x_BT.shape
+    h_ND = model.final_hidden(x_BT)[0].flatten(0, 1)
+    chunk = chunk_tokens_for(B * T, model.backbone.vocab_size)
+    parts = []
+    for h, y in zip(h_ND.split(chunk), y_BT.flatten().split(chunk), strict=True):
+        logits = model.lm_head(h)
+        parts.append(F.cross_entropy(logits.to(_loss_dtype(logits)), y, reduction="none"))
+    return torch.cat(parts).view(B, T)
+
+
 def _loss_dtype(t: Tensor) -> torch.dtype:
     """fp32, or float64 for a float64 model (the reference tests)."""
     return torch.promote_types(t.dtype, torch.float32)

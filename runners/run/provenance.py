@@ -1,15 +1,26 @@
-"""The git commit of the code a run used, and whether the tree had uncommitted changes."""
+"""The code a run used: its git commit (and whether the tree had uncommitted changes), a
+content hash of the installed package that holds without ``.git``, and the node it ran on."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import socket
 import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+COMMIT_ENV = "GATELAB_GIT_COMMIT"
+"""The commit of the submitting checkout, for code that runs without ``.git`` (a Ray job's
+working copy): ``ray job submit --runtime-env-json '{"env_vars": {"GATELAB_GIT_COMMIT":
+"<sha>"}}'``. Used only where ``git`` cannot tell."""
+SOURCE_SUFFIXES = (".py", ".yaml", ".j2")
 
 
 def git_state(repo: Path = REPO) -> tuple[str, bool | None]:
-    """(commit, dirty); ("unknown", None) outside a git checkout (e.g. a Ray job's copy)."""
+    """(commit, dirty); outside a git checkout (e.g. a Ray job's copy) ``$GATELAB_GIT_COMMIT``
+    with dirty unknown, else ("unknown", None)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -17,5 +28,44 @@ def git_state(repo: Path = REPO) -> tuple[str, bool | None]:
                                 cwd=repo, capture_output=True, text=True, timeout=10,
                                 check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown", None
+        return os.environ.get(COMMIT_ENV) or "unknown", None
     return commit, bool(status.strip())
+
+
+@functools.cache
+def code_hash() -> str:
+    """SHA-256 over the installed package's source files (``.py``, ``.yaml``, templates):
+    their paths within the package and their bytes, in path order. Equal on every node that
+    runs the same code, whatever its install (editable, wheel, a job's copy)."""
+    import gatelab.contract
+
+    roots: dict[str, Path] = {"gatelab": Path(gatelab.contract.__file__).resolve().parent}
+    for sub in ("registry", "model", "runners", "dashboards", "ablations", "recipes"):
+        module = __import__(f"gatelab.{sub}", fromlist=["__path__"])
+        roots[sub] = Path(next(iter(module.__path__))).resolve()
+    return tree_hash(roots)
+
+
+def tree_hash(roots: dict[str, Path]) -> str:
+    """SHA-256 over the source files under each named root: path (prefixed by the root's name)
+    and bytes, in order."""
+    h = hashlib.sha256()
+    for name, root in sorted(roots.items()):
+        for path in sorted(root.rglob("*")):
+            if path.suffix in SOURCE_SUFFIXES and path.is_file():
+                h.update(f"{name}/{path.relative_to(root).as_posix()}\0".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def node_name() -> str:
+    """The Ray node this process runs on (``<node id> on <host>``), else the host."""
+    host = socket.gethostname()
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return f"{ray.get_runtime_context().get_node_id()} on {host}"
+    except ImportError:
+        pass
+    return host

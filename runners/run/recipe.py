@@ -6,6 +6,12 @@ change single fields. Which fields change a run's identity is ``gatelab.runners.
 business: the numbers-changing ones do, cadence (``eval_every``, ``checkpoint_every``),
 ``compile`` and ``micro_batch_size`` do not.
 
+A recipe may continue from a finished run (``continue_from``: its hash) instead of starting
+from scratch: a *stage* such as Table 5's context extension (a longer ``seq_len`` and another
+``rope_base``) or an evaluation under YaRN scaling (``yarn``, with ``steps: 0``). The parent
+must have logged its final weights (``save_weights``); a sweep's ``stages`` set that for every
+run a later stage continues from.
+
 Every number is checked where it is read: it must be finite and lie in its field's bound,
 declared once with ``bounded`` next to the field and stated in its docstring ("Allowed: ...").
 A problem is blamed on where its value came from: the recipe file, or the origin of an override
@@ -29,14 +35,17 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gatelab.registry.backbone import YarnScaling
 from gatelab.registry.errors import Problem, SpecError, closest
 from gatelab.registry.from_dict import Bound, bounded, from_dict
 from gatelab.registry.loader import PLAIN_DATA, interpolations, read_config
+from gatelab.registry.schema import to_plain
 from gatelab.runners.data.batches import WindowStart
 from gatelab.runners.data.tokenizer import MIN_BPE_VOCAB, TokenizerKind
 from gatelab.shipped import recipe_folders
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_RUN_HASH = re.compile(r"^[0-9a-f]{16}$")
 
 MAX_STEPS = 1_000_000_000
 """The most optimizer steps a recipe may ask for, directly or through ``tokens``."""
@@ -75,8 +84,10 @@ class DataRecipe:
 class Recipe:
     size: str = "tiny"
     """Size preset (``registry/presets.py``)."""
-    steps: int = bounded(300, Bound(ge=1, le=MAX_STEPS))
-    """Optimizer steps; ``tokens`` overrides it when set. Allowed: >= 1 and <= 1_000_000_000."""
+    steps: int = bounded(300, Bound(ge=0, le=MAX_STEPS))
+    """Optimizer steps; ``tokens`` overrides it when set. ``0`` trains nothing: a continuation
+    (``continue_from``) that only evaluates its parent's weights. Allowed: >= 0 and
+    <= 1_000_000_000."""
     tokens: int | None = bounded(None, Bound(ge=1, le=1_000_000_000_000_000))
     """Training tokens; ``None``: use ``steps``. Allowed: >= 1 and
     <= 1_000_000_000_000_000, and at most 1_000_000_000 steps of ``batch_size * seq_len``."""
@@ -149,6 +160,25 @@ class Recipe:
     """The least excess over the rolling mean, in nats, that counts as a spike.
     Allowed: > 0 (finite)."""
     data: DataRecipe = dataclasses.field(default_factory=DataRecipe)
+    continue_from: str | None = None
+    """The hash of a finished run whose final weights this run starts from (a stage: its own
+    run, linked to the parent by the ``gatelab.parent_hash`` tag); the parent must have been
+    trained with ``save_weights``. The optimizer and the LR schedule start afresh. ``None``:
+    from a fresh initialisation."""
+    rope_base: float | None = bounded(None, Bound(gt=0, le=10**15))
+    """RoPE's base in place of the size preset's (Table 5 raises it, 10k -> 1M, with the
+    context); ``None``: the preset's. Allowed: > 0 and <= 1_000_000_000_000_000."""
+    yarn: YarnScaling | None = None
+    """YaRN scaling of RoPE (``factor``, ``original_len``; ``gatelab.model.rope``), in training
+    and evaluation alike; with ``steps: 0`` and ``continue_from``, an evaluation of the parent's
+    weights at a longer context without training. ``None``: plain RoPE."""
+    save_weights: bool = False
+    """Log the final model weights as the MLflow artifact ``final_weights.pt``, so a stage on any
+    machine can continue from this run. Not part of a run's identity."""
+    position_buckets: int = bounded(0, Bound(ge=0, le=4096))
+    """The final long-context evaluation also records its loss in this many equal slices of
+    the evaluated length (``val_loss_ctx{m}x.pos{b}``: positions ``[b*T/n, (b+1)*T/n)``, the
+    mean over those targets); ``0``: none. Allowed: >= 0 and <= 4096."""
 
     def total_steps(self) -> int:
         if self.tokens is None:
@@ -180,7 +210,22 @@ def load_recipe(name: str = "tiny", overrides: Mapping[str, Any] | None = None,
     if path is None:
         raise KeyError(f"unknown recipe preset {name!r}{closest(name, recipe_names())}; "
                        f"known: {', '.join(recipe_names())}")
-    conf = read_config(path)
+    return _with_overrides(read_config(path), str(path), overrides, origins)
+
+
+def derive_recipe(recipe: Recipe, overrides: Mapping[str, Any],
+                  origins: Mapping[str, str] | None = None, source: str = "the parent recipe"
+                  ) -> Recipe:
+    """``recipe`` with ``overrides`` applied and checked as ``load_recipe`` does (a stage's
+    recipe from its parent's); a problem in the recipe's own values is blamed on ``source``."""
+    plain = to_plain(recipe)
+    assert isinstance(plain, dict)
+    conf = OmegaConf.create(plain)
+    return _with_overrides(conf, source, overrides, origins)
+
+
+def _with_overrides(conf: Any, source: str, overrides: Mapping[str, Any] | None,
+                    origins: Mapping[str, str] | None) -> Recipe:
     problems: list[Problem] = []
     blame: dict[str, str] = {}
     for key, value in (overrides or {}).items():
@@ -204,7 +249,7 @@ def load_recipe(name: str = "tiny", overrides: Mapping[str, Any] | None = None,
         recipe = from_dict(Recipe, OmegaConf.to_container(conf, resolve=False), problems)
         problems += _check(recipe) if recipe is not None else []
     if problems or recipe is None:
-        raise SpecError(str(path), [_blamed(p, blame) for p in problems])
+        raise SpecError(source, [_blamed(p, blame) for p in problems])
     return recipe
 
 
@@ -244,4 +289,13 @@ def _check(recipe: Recipe) -> list[Problem]:
         problems.append(Problem("tokens", f"{recipe.tokens:_} tokens make "
                                 f"{recipe.total_steps():_} steps of {recipe.batch_size} x "
                                 f"{recipe.seq_len} tokens; at most {MAX_STEPS:_} steps allowed"))
+    if recipe.continue_from is not None and not _RUN_HASH.match(recipe.continue_from):
+        problems.append(Problem("continue_from", f"{recipe.continue_from!r} is not a run hash "
+                                "(16 hex digits, as gatelab sweep NAME --dry-run lists them)"))
+    if recipe.total_steps() == 0 and recipe.continue_from is None:
+        problems.append(Problem("steps", "0 trains nothing, which only a continuation can do "
+                                "(set continue_from to a finished run's hash); else >= 1"))
+    if recipe.yarn is not None and not recipe.yarn.alpha < recipe.yarn.beta:
+        problems.append(Problem("yarn", f"needs alpha < beta, got alpha {recipe.yarn.alpha!r} "
+                                f"and beta {recipe.yarn.beta!r}"))
     return problems

@@ -13,6 +13,7 @@ import torch
 
 from gatelab.model.attention_ops import KernelChoice
 from gatelab.runners.run.numerics import Numerics, PrecisionChoice, resolve_numerics
+from gatelab.runners.run.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,16 @@ class Resources:
     """``None``: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working dir."""
     experiment: str = "gatelab"
     work_dir: Path = Path(".gatelab")
-    """Checkpoints (``work_dir/checkpoints/<run hash>``) and the token cache live here."""
+    """This node's folder: checkpoints (``work_dir/checkpoints/<run hash>``), leases and the
+    token cache live here unless ``storage`` names another place."""
+    storage: str | None = None
+    """Where checkpoints, leases and the token cache live when runs share them across nodes:
+    a shared path or an fsspec URI (``storage.py``); ``None``: ``$GATELAB_STORAGE``, else
+    ``work_dir``."""
+
+    def place(self) -> Storage:
+        """Where this run's durable files live (``storage.py``)."""
+        return Storage.resolve(self.storage, self.work_dir)
 
     def numerics(self) -> Numerics:
         return resolve_numerics(self.device, self.precision, self.backend)

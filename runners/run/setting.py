@@ -5,17 +5,20 @@ uses, and the identity (``gatelab.identity``) of all that.
 every backbone field after capacity and parameter matching (not the size preset's name), the
 gate or control and the norm placement (not the spec's id), the training fields that change the
 numbers (not ``eval_every``, ``checkpoint_every``, ``compile``), the corpus's *content* hash
-and the tokenizer (not the path), and the numerics.
+and the tokenizer (not the path), and the numerics. A stage (a recipe with ``continue_from``)
+hashes its parent's hash with the fields it changes: a RoPE base or YaRN scaling as part of the
+backbone it builds, a sequence length or step count as training fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from gatelab.identity import RunIdentity, run_identity
+from gatelab.identity import Lineage, RunIdentity, run_identity
 from gatelab.model.build import resolve_backbone
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.resolve import size_backbone
@@ -35,8 +38,8 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
         "sink_tokens": 0,
         "switch_head": None,
     },
-    "backbone": {},
-    "training": {},
+    "backbone": {"yarn": None},
+    "training": {"continue_from": None, "position_buckets": 0},
     "numerics": {"tf32": False},
 }
 """Fields added to a part (spec, backbone, training, numerics) after identity version 2, each
@@ -62,6 +65,9 @@ class RunSetting:
     source: Source
     numerics: Numerics
     identity: RunIdentity
+    size: str | Backbone
+    """What the model is built at (``build_model``'s ``size``): the size preset's name, or its
+    backbone with the recipe's RoPE base and YaRN scaling."""
 
     @property
     def run_hash(self) -> str:
@@ -91,14 +97,21 @@ def training_fields(recipe: Recipe) -> dict[str, Any]:
                         # is the measurement's, as it was before the field existed.
                         **({"batch_size": r.measure_batch_size}
                            if r.measure_batch_size is not None else {})},
+        "continue_from": r.continue_from, "position_buckets": r.position_buckets,
     }
 
 
 def resolve_setting(spec: VariantSpec, recipe: Recipe, numerics: Numerics,
-                    size: str | Backbone | None = None) -> RunSetting:
+                    size: str | Backbone | None = None, parent: Lineage | None = None
+                    ) -> RunSetting:
     """Everything a run is, and its identity. ``size`` replaces the recipe's size preset (a
-    name or a backbone of one's own, as the sink probe uses)."""
-    size = recipe.size if size is None else size
+    name or a backbone of one's own, as the sink probe uses). ``parent``: the hashes of the
+    run a stage continues from (``recipe.continue_from``), which a stage needs and only a
+    stage takes (the plan knows them; a run reads them from the parent's tags)."""
+    if (parent.run_hash if parent else None) != recipe.continue_from:
+        raise ValueError(f"the recipe continues from {recipe.continue_from}, but the parent "
+                         f"given is {parent.run_hash if parent else None}")
+    size = with_rope(recipe, recipe.size if size is None else size)
     backbone = resolve_backbone(spec, size)
     source = _located(recipe.data.source, recipe.data.text_column)
     config = DataConfig(tokenizer=recipe.data.tokenizer, vocab_size=recipe.data.vocab_size)
@@ -113,8 +126,19 @@ def resolve_setting(spec: VariantSpec, recipe: Recipe, numerics: Numerics,
         training=_hashed("training", training_fields(recipe)),
         data={"corpus": source.key, "tokenizer": config.tokenizer_key,
               "window_start": recipe.data.window_start.value},
-        numerics=_hashed("numerics", numerics.as_dict()), seed=recipe.seed)
-    return RunSetting(spec, recipe, backbone, source, numerics, identity)
+        numerics=_hashed("numerics", numerics.as_dict()), seed=recipe.seed, parent=parent)
+    return RunSetting(spec, recipe, backbone, source, numerics, identity, size)
+
+
+def with_rope(recipe: Recipe, size: str | Backbone) -> str | Backbone:
+    """``size``, or its backbone with the recipe's RoPE base and YaRN scaling where it sets
+    them (``rope_base`` and ``yarn`` are backbone fields: hashed as the backbone)."""
+    if recipe.rope_base is None and recipe.yarn is None:
+        return size
+    backbone = size_backbone(size)
+    return dataclasses.replace(
+        backbone, rope_base=backbone.rope_base if recipe.rope_base is None else recipe.rope_base,
+        yarn=recipe.yarn or backbone.yarn)
 
 
 def _without_vocab(backbone: Backbone) -> dict[str, Any]:

@@ -8,12 +8,17 @@ A SQLite store is checked before MLflow opens it (``check_sqlite_store``): a fil
 SQLite, a SQLite database that is not an MLflow store (never given MLflow's tables), one that
 another process holds locked, or a read-only file or folder is a ``TrackingError`` naming the
 URI, the cause and the fix, raised before any training starts.
+
+A training run also logs MLflow's system metrics (``system/cpu_utilization_percentage``, memory,
+disk, network, and GPU where ``nvidia-ml-py`` is installed; ``SystemMetrics``) while it trains,
+and a sweep nests its runs under one parent run (``nested_under``, ``runners/sweep/parent.py``).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import tempfile
@@ -25,18 +30,20 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from gatelab.contract import RunStatus, Tag, resolve_tracking_uri, sqlite_path
+from gatelab.experiment import ensure_experiment
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which URI and what to do."""
 
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-MODEL_TRAINING = "custom_model_development"
-"""The experiment kind that makes the MLflow UI (3.x) open an experiment on its training runs
-rather than on the GenAI overview of traces (empty for gatelab)."""
+def nested_under(parent_run_id: str | None) -> dict[str, str]:
+    """The tag that nests a run under ``parent_run_id`` in the MLflow UI (MLflow's own
+    ``mlflow.parentRunId``); none for ``None``."""
+    return {} if parent_run_id is None else {MLFLOW_PARENT_RUN_ID: parent_run_id}
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -144,12 +151,67 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): json.dumps(data) if isinstance(data, list) else str(data)}
 
 
+SYSTEM_SAMPLE_S = 10.0
+"""Seconds between two samples of the system metrics (MLflow's default)."""
+SYSTEM_SAMPLES_PER_POINT = 3
+"""Samples averaged into one logged point: a point every 30 s, 120 an hour per metric, light
+enough for a run of days; a run shorter than that still gets its point, when it closes."""
+SYSTEM_METRICS_THREAD = "SystemMetricsMonitor"
+"""The name of MLflow's sampling thread: one per watched run, joined when the run closes."""
+
+_log = logging.getLogger(__name__)
+
+
+class SystemMetrics:
+    """MLflow's ``SystemMetricsMonitor`` for one run: a daemon thread samples CPU, memory,
+    disk, network (and GPUs) every ``SYSTEM_SAMPLE_S`` and logs their means as ``system/*``
+    metrics. ``stop`` joins the thread and logs the stretch since the last point, which MLflow
+    itself drops (a run shorter than a point would have none). Best effort: a failure to log
+    them is a warning, never a failed run. MLflow's ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL``
+    and ``MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING`` override the cadence."""
+
+    def __init__(self, monitor: Any, run_id: str):
+        self.monitor, self.run_id = monitor, run_id
+
+    @classmethod
+    def start(cls, run_id: str, uri: str, resumed: bool) -> SystemMetrics | None:
+        """Watch ``run_id`` (a ``resumed`` run continues its steps); ``None`` where system
+        metrics are unavailable (no ``psutil``) or turned off
+        (``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false``)."""
+        if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").lower() in {"false", "0"}:
+            return None
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:  # psutil is missing
+            return None
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_SAMPLE_S,
+                                       samples_before_logging=SYSTEM_SAMPLES_PER_POINT,
+                                       resume_logging=resumed, tracking_uri=uri)
+        monitor.start()
+        return cls(monitor, run_id)
+
+    def stop(self) -> None:
+        """End the sampling thread (joined), then log the last stretch as one point."""
+        monitor = self.monitor
+        monitor.finish()
+        try:
+            monitor.collect_metrics()
+            last = monitor.aggregate_metrics()
+            if last:
+                monitor.publish_metrics(last)
+                monitor.mlflow_logger.flush()
+        except Exception as err:  # a missing point must not fail the run
+            _log.warning("the last system metrics of run %s were not logged: %s",
+                         self.run_id, err)
+
+
 class RunTracker:
     """One MLflow run. Create with ``RunTracker.open``; call ``flush`` at checkpoints."""
 
     def __init__(self, client: MlflowClient, run_id: str, uri: str):
         self.client, self.run_id, self.uri = client, run_id, uri
         self._buffer: list[Metric] = []
+        self._system: SystemMetrics | None = None
 
     @staticmethod
     def client_for(uri: str | None,
@@ -190,10 +252,7 @@ class RunTracker:
         if run_id is not None:
             client.update_run(run_id, status="RUNNING")
             return cls(client, run_id, uri)
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-        if exp is None or exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
-            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        exp_id = ensure_experiment(client, uri, experiment)
         return cls(client, client.create_run(exp_id, run_name=run_name).info.run_id, uri)
 
     def log_params(self, params: dict[str, str]) -> None:
@@ -249,8 +308,15 @@ class RunTracker:
             path.write_text(text)
             self.client.log_artifact(self.run_id, str(path))
 
+    def watch_system(self, resumed: bool) -> None:
+        """Log system metrics until ``close`` (``SystemMetrics``)."""
+        self._system = SystemMetrics.start(self.run_id, self.uri, resumed)
+
     def close(self, gatelab_status: RunStatus, mlflow_status: str) -> None:
-        """Flush, tag the gatelab status, and end the MLflow run."""
+        """Stop the system metrics, flush, tag the gatelab status, and end the MLflow run."""
+        system, self._system = self._system, None
+        if system is not None:
+            system.stop()
         self.flush()
         self.set_tags({Tag.STATUS: gatelab_status})
         self.client.set_terminated(self.run_id, status=mlflow_status)

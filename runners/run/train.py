@@ -5,6 +5,8 @@
 again; an interrupted one resumes from its checkpoint into the same MLflow run. Divergence is a
 result (status ``diverged``), not an exception. ``on_eval`` is called at every evaluation with
 the model and the fixed validation batches, for measurements of one's own (the sink probe).
+A stage (``recipe.continue_from``) starts from its finished parent's final weights
+(``stages.py``); a run with ``save_weights`` logs its own at its end for later stages.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import functools
 import math
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,8 +28,7 @@ from gatelab.model.transformer import GatedLM
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.schema import VariantSpec, architecture_dict, to_plain
 from gatelab.runners.data.batches import WindowStart, eval_batches, sample_batch, window_starts
-from gatelab.runners.data.tokens import TokenData, bits_per_byte, prepare_data
-from gatelab.runners.run.checkpoint import load_checkpoint, save_checkpoint
+from gatelab.runners.data.tokens import TokenData, bits_per_byte, data_key, prepare_data
 from gatelab.runners.run.flops import (
     device_name,
     peak_flops,
@@ -36,7 +37,7 @@ from gatelab.runners.run.flops import (
     train_flops_per_token,
 )
 from gatelab.runners.run.lease import Lease, LeaseOwner
-from gatelab.runners.run.loss import LossFn, accumulate_gradients, lm_loss
+from gatelab.runners.run.loss import LossFn, accumulate_gradients, lm_loss, token_losses
 from gatelab.runners.run.measurements import (
     Internals,
     SpikeDetector,
@@ -44,11 +45,19 @@ from gatelab.runners.run.measurements import (
     measure_internals,
 )
 from gatelab.runners.run.numerics import Numerics
-from gatelab.runners.run.provenance import git_state
+from gatelab.runners.run.provenance import code_hash, git_state, node_name
 from gatelab.runners.run.recipe import EvalSchedule, Recipe
 from gatelab.runners.run.resources import Resources
 from gatelab.runners.run.schedule import eval_steps, lr_at
 from gatelab.runners.run.setting import RunSetting, resolve_setting
+from gatelab.runners.run.stages import (
+    Parent,
+    find_parent,
+    load_parent_weights,
+    log_weights,
+    parent_weights,
+)
+from gatelab.runners.run.storage import Storage
 from gatelab.runners.run.tracking import RunTracker, flatten
 
 
@@ -132,6 +141,32 @@ def evaluate(model: GatedLM, batches: list[tuple[torch.Tensor, torch.Tensor]],
             total += (parts[0] if len(parts) == 1 else torch.stack(parts).sum()).item()
     model.train(was_training)
     return total / len(batches)
+
+
+@torch.no_grad()
+def evaluate_by_position(model: GatedLM, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                         device: torch.device, numerics: Numerics, buckets: int,
+                         micro_batch: int | None = None) -> tuple[float, list[float]]:
+    """``evaluate``'s loss (every batch the same size) and the mean loss in each of ``buckets``
+    equal slices of the positions (slice ``b``: ``[b*T//n, (b+1)*T//n)``): loss against
+    position, where a model read beyond its training length shows it."""
+    was_training = model.training
+    model.eval()
+    sums_T: torch.Tensor | None = None
+    with numerics.autocast():
+        for x, y in batches:
+            size = micro_batch or x.shape[0]
+            for xs, ys in zip(x.split(size), y.split(size), strict=True):
+                part_T = token_losses(model, xs.to(device), ys.to(device)).double().sum(0)
+                sums_T = part_T if sums_T is None else sums_T + part_T
+    model.train(was_training)
+    assert sums_T is not None
+    mean_T = sums_T / sum(x.shape[0] for x, _ in batches)
+    T = mean_T.shape[0]
+    n = min(buckets, T)
+    edges = [b * T // n for b in range(n + 1)]
+    means = [mean_T[lo:hi].mean().item() for lo, hi in zip(edges, edges[1:], strict=False)]
+    return mean_T.mean().item(), means
 
 
 def compiles(recipe: Recipe, device: torch.device) -> bool:
@@ -302,20 +337,24 @@ def train(
     recipe's size preset (a name, or a backbone of one's own). ``tags`` are added to the
     MLflow run (a sweep marks its runs with them), also when the hash is already done.
     Another process training the same hash holds its lease (``lease.py``): this call waits
-    for it (``on_wait`` is told who it is), then returns its result or resumes its run."""
+    for it (``on_wait`` is told who it is), then returns its result or resumes its run.
+    A stage whose parent is missing, unfinished or without weights raises ``ParentError``."""
     resources = resources or Resources()
-    size = recipe.size if size is None else size
-    setting = resolve_setting(spec, recipe, resources.numerics(), size)
     client, uri = RunTracker.client_for(resources.tracking_uri)
+    parent = (find_parent(client, resources.experiment, recipe.continue_from)
+              if recipe.continue_from is not None else None)
+    setting = resolve_setting(spec, recipe, resources.numerics(), size,
+                              parent.lineage if parent else None)
     done = _recorded(client, uri, resources.experiment, setting.run_hash, tags)
     if done is not None:
         return done
-    with Lease(resources.work_dir, setting.run_hash).acquire(on_wait):
+    with Lease(resources.place().lease_dir, setting.run_hash).acquire(on_wait):
         # Another process may have finished this hash while we waited for its lease.
         done = _recorded(client, uri, resources.experiment, setting.run_hash, tags)
         if done is not None:
             return done
-        return _train_leased(setting, size, resources, client, uri, on_progress, on_eval, tags)
+        return _train_leased(setting, resources, client, uri, on_progress, on_eval,
+                             {**(parent.tags() if parent else {}), **(tags or {})}, parent)
 
 
 def _recorded(client: Any, uri: str, experiment: str, rhash: str,
@@ -331,28 +370,34 @@ def _recorded(client: Any, uri: str, experiment: str, rhash: str,
                      summary, skipped=True)
 
 
-def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resources,
+def _train_leased(setting: RunSetting, resources: Resources,
                   client: Any, uri: str, on_progress: Callable[[Progress], None] | None,
                   on_eval: Callable[[EvalPoint], None] | None,
-                  tags: dict[str, str] | None) -> RunResult:
-    """Train (or resume) a hash this process holds the lease of."""
+                  tags: dict[str, str] | None, parent: Parent | None) -> RunResult:
+    """Train (or resume) a hash this process holds the lease of; a stage starts from its
+    ``parent``'s weights (a resumed one from its checkpoint)."""
     spec, recipe, rhash = setting.spec, setting.recipe, setting.run_hash
     found = RunTracker.find(client, resources.experiment, rhash)
     run_name = f"{spec.id} lr={recipe.lr:g} seed={recipe.seed}"  # the hash stays a tag
-    ckpt_path = resources.work_dir / "checkpoints" / rhash / "last.pt"
+    storage = resources.place()
     try:
         if resources.threads:
             torch.set_num_threads(resources.threads)
-        data = prepare_data(setting.data_config(resources.work_dir / "cache"))
-        loop = _Loop(setting, size, resources, data)
-        saved = load_checkpoint(ckpt_path)
+        data_config = setting.data_config(storage.cache_dir)
+        storage.verify_data(data_key(data_config))  # the sweep's data, checked on this node
+        data = prepare_data(data_config)
+        loop = _Loop(setting, setting.size, resources, data)
+        saved = storage.load_checkpoint(rhash)
         if saved is not None:
             loop.load(saved)
+        elif parent is not None:
+            load_parent_weights(loop.model, parent_weights(client, parent), parent)
     except Exception as err:  # before its MLflow run was opened: record it failed all the same
         failed = RunTracker.open(client, uri, resources.experiment, run_name,
                                  found.info.run_id if found else None)
-        failed.set_tags({**run_tags(setting), **(tags or {}),
+        failed.set_tags({**run_tags(setting), **(tags or {}), Tag.NODE: node_name(),
                          Tag.FAILURE: f"{type(err).__name__}: {err}"[:5000]})
+        failed.log_text("error.txt", traceback.format_exc())
         failed.close(RunStatus.FAILED, "FAILED")
         raise
     resume_id = saved["run_id"] if saved is not None else (found.info.run_id if found else None)
@@ -365,6 +410,7 @@ def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resource
     tracker.set_tags({
         **run_tags(setting), Tag.STATUS: RunStatus.RUNNING,
         Tag.GIT_COMMIT: commit, Tag.GIT_DIRTY: str(dirty).lower(), Tag.DATA: data.describe(),
+        Tag.CODE_HASH: code_hash(), Tag.NODE: node_name(),
         **mlflow_tags(spec, commit), **(tags or {}),
     })
     if saved is None:
@@ -374,19 +420,21 @@ def _train_leased(setting: RunSetting, size: str | Backbone, resources: Resource
         tracker.log_dataset(data.corpus_name, data.corpus_hash, setting.recipe.data.source,
                             "train")
     try:
-        result = _run_loop(loop, tracker, ckpt_path, on_progress, on_eval)
+        tracker.watch_system(resumed=saved is not None)  # until tracker.close, on every path
+        result = _run_loop(loop, tracker, storage, on_progress, on_eval)
     except KeyboardInterrupt:
-        save_checkpoint(ckpt_path, loop.state(tracker.run_id))
+        storage.save_checkpoint(rhash, loop.state(tracker.run_id))
         tracker.close(RunStatus.INTERRUPTED, "KILLED")
         raise
     except Exception as err:
         tracker.set_tags({Tag.FAILURE: f"{type(err).__name__}: {err}"[:5000]})
+        tracker.log_text("error.txt", traceback.format_exc())
         tracker.close(RunStatus.FAILED, "FAILED")
         raise
     return result
 
 
-def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
+def _run_loop(loop: _Loop, tracker: RunTracker, storage: Storage,
               on_progress: Callable[[Progress], None] | None,
               on_eval: Callable[[EvalPoint], None] | None) -> RunResult:
     r, data, device = loop.recipe, loop.data, loop.device
@@ -423,15 +471,17 @@ def _run_loop(loop: _Loop, tracker: RunTracker, ckpt_path: Path,
             loop.since_eval = []
             tracker.flush()  # live charts follow every evaluation, not only checkpoints
         if divergence is None and step % r.checkpoint_every == 0 and step < total:
-            save_checkpoint(ckpt_path, loop.state(tracker.run_id))
+            storage.save_checkpoint(loop.setting.run_hash, loop.state(tracker.run_id))
             tracker.flush()
     summary = _final_measurements(loop, tracker, divergence, measure)
     status = RunStatus.DIVERGED if divergence else RunStatus.FINISHED
     if divergence:
         tracker.set_tags({Tag.DIVERGED_STEP: str(loop.step), Tag.DIVERGENCE: divergence})
+    elif r.save_weights:  # before the status: a finished run's weights are there to load
+        log_weights(tracker, loop.model)
     tracker.log_json("summary.json", summary)
     tracker.close(status, "FINISHED")
-    ckpt_path.unlink(missing_ok=True)
+    storage.drop_checkpoint(loop.setting.run_hash)
     return RunResult(tracker.run_id, loop.setting.run_hash, status, summary)
 
 
@@ -457,13 +507,14 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
     summary: dict[str, Any] = {
         "status": RunStatus.DIVERGED.value if divergence else RunStatus.FINISHED.value,
         "steps": step,
-        "train_loss_last20": sum(loop.recent_losses) / max(len(loop.recent_losses), 1),
         "loss_spikes": loop.spikes.count, "spike_score": loop.spikes.score,
         "max_grad_norm": loop.max_grad_norm,
         "train_time_s": loop.train_time_s, "params": loop.model.num_params(),
         "vocab_size": loop.model.backbone.vocab_size,
         "tokens": loop.tokens_seen,
     }
+    if loop.recent_losses:  # none where a stage only evaluates (steps: 0)
+        summary["train_loss_last20"] = sum(loop.recent_losses) / len(loop.recent_losses)
     if divergence:
         summary.update(diverged_step=step, divergence=divergence)
     else:
@@ -472,8 +523,14 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
             batches = eval_batches(data.val, batch, r.seq_len * mult, r.eval_batches,
                                    loop.eot_id)
             micro = max(1, r.micro_batch_size // mult) if r.micro_batch_size else None
-            summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device,
-                                                       loop.numerics, micro)
+            if r.position_buckets:
+                loss, buckets = evaluate_by_position(loop.model, batches, loop.device,
+                                                     loop.numerics, r.position_buckets, micro)
+                summary[f"val_loss_ctx{mult}x"] = loss
+                summary.update({f"val_loss_ctx{mult}x.pos{b}": v for b, v in enumerate(buckets)})
+            else:
+                summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device,
+                                                           loop.numerics, micro)
         summary.update(_val_metrics(summary[f"val_loss_ctx{r.long_context[0]}x"],
                                     data.bytes_per_token["val"]))
         internals = loop.measure(measure)

@@ -9,6 +9,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from gatelab.runners.run.numerics import Numerics, resolve_numerics
+from gatelab.runners.run.storage import STORAGE_ENV, Storage
 from gatelab.runners.run.tracking import RunTracker
 from gatelab.runners.sweep.spec import RunResources
 
@@ -24,10 +25,24 @@ class SweepContext:
     retry_failed: bool = False
     sweeps_file: Path | None = None
     """``None``: ``gatelab.shipped.sweeps_file()``."""
+    storage: str | None = None
+    """Where checkpoints, leases and the token cache live for every node (``--storage``; see
+    ``runners/run/storage.py``); ``None``: ``$GATELAB_STORAGE``, else ``work_dir``."""
+    study_storage: str | None = None
+    """The LR search's Optuna storage URL (``--study-storage``); ``None``: see
+    ``lr_search.storage_url``."""
+    task_retries: int = 2
+    """How often Ray reruns a run whose worker or node died (a system failure); a run that
+    raised (a bad spec, a missing corpus) or diverged is never retried."""
     client: MlflowClient = field(init=False)
+    place: Storage = field(init=False)
+    storage_named: bool = field(init=False)
+    """Whether a storage was named (flag or environment) rather than the work dir taken."""
 
     def __post_init__(self) -> None:
         self.client, self.tracking_uri = RunTracker.client_for(self.tracking_uri)
+        self.storage_named = bool(self.storage or os.environ.get(STORAGE_ENV))
+        self.place = Storage.resolve(self.storage, self.work_dir)
 
     @property
     def uri(self) -> str:
@@ -61,6 +76,35 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "dis
 ray``. Setting ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` yourself is the explicit way to let a
 local Ray listen on the machine's address (reachable from the network, without
 authentication unless ``RAY_AUTH_MODE`` says otherwise)."""
+
+
+class ClusterPlaceError(ValueError):
+    """A sweep on several nodes would record or keep its files where only one node sees
+    them."""
+
+
+def check_cluster_places(ctx: SweepContext, sweep_name: str) -> None:
+    """On a Ray cluster of more than one live node, refuse a tracking store or a storage that
+    lives on one node's disk: the runs of other nodes would record into their own copy (or
+    fail), and their checkpoints could not be resumed elsewhere."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    if not ctx.uri.startswith(("http://", "https://")):
+        raise ClusterPlaceError(
+            f"sweep {sweep_name}: the Ray cluster has {len(nodes)} nodes, but the tracking URI "
+            f"{ctx.uri} is a store on one machine's disk: runs on the other nodes would not "
+            "reach it. Start a tracking server on a machine every node reaches (gatelab server "
+            "--store DIR --host 0.0.0.0) and pass --tracking-uri http://HOST:5000")
+    if not ctx.storage_named:
+        raise ClusterPlaceError(
+            f"sweep {sweep_name}: the Ray cluster has {len(nodes)} nodes, but no --storage was "
+            f"named, so checkpoints and the token cache would stay in {ctx.place.root} on each "
+            "node and a run moved to another node would start over. Pass --storage with a "
+            "path every node mounts (or an fsspec URI such as s3://bucket/gatelab), or set "
+            f"{STORAGE_ENV}")
 
 
 class UnschedulableError(ValueError):
@@ -97,7 +141,9 @@ def connect_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+    # On a cluster (a job's driver) worker output goes to the driver, so a worker's traceback
+    # reaches `ray job logs`; a local sweep keeps its terminal for the live view.
+    ray.init(address=address, include_dashboard=False, log_to_driver=address is not None,
              configure_logging=False)
     if address is None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
         node_ip = ray.util.get_node_ip_address()

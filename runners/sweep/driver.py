@@ -5,6 +5,9 @@ The driver can be killed at any moment: the same command skips what is done and 
 was interrupted, into the same MLflow runs (one run per hash, always). A run that the sweep
 recorded under an identity that no longer matches is ``stale``: it is trained anew under its
 new hash and the old run leaves the sweep (its sweep tag becomes ``stale``), kept in MLflow.
+
+Every invocation nests the sweep's runs, trained now or recorded earlier, under the sweep's one
+parent run (``parent.py``, which says why one per sweep), and ends it with the invocation.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from gatelab.contract import (
     sweep_tag,
 )
 from gatelab.runners.run.numerics import Numerics
-from gatelab.runners.run.tracking import RunTracker
+from gatelab.runners.run.tracking import RunTracker, nested_under
 from gatelab.runners.run.train import RunResult
 from gatelab.runners.sweep.context import SweepContext, check_schedulable, connect_ray
 from gatelab.runners.sweep.execute import SweepObserver, execute
 from gatelab.runners.sweep.lr_search import search_plan
+from gatelab.runners.sweep.parent import SweepParent
 from gatelab.runners.sweep.plan import (
     PlannedRun,
     PlanReport,
@@ -35,6 +39,7 @@ from gatelab.runners.sweep.plan import (
     make_plan,
     plan_notes,
     recorded_runs,
+    waves,
 )
 from gatelab.runners.sweep.spec import Sweep, get_sweep
 
@@ -55,6 +60,8 @@ class SummaryRow:
     ran_now: bool
     cause: str | None
     metrics: dict[str, float | None]
+    stage: str | None = None
+    """The sweep's stage the run is (``PlannedRun.stage``); ``None``: a run of the sweep."""
 
 
 def slots(sweep: Sweep) -> int:
@@ -66,7 +73,7 @@ def plan_sweep(name: str, ctx: SweepContext, sweep: Sweep | None = None
     sweep = sweep or get_sweep(name, ctx.sweeps_file)
     numerics = ctx.numerics(sweep.resources)
     plan = make_plan(expand(sweep), recorded_runs(ctx.client, ctx.experiment), numerics,
-                     ctx.retry_failed, sweep_name=name)
+                     ctx.retry_failed, sweep_name=name, stages=sweep.stages)
     return plan, numerics
 
 
@@ -86,26 +93,45 @@ def dry_run(name: str, ctx: SweepContext, sweep: Sweep | None = None) -> PlanRep
     return PlanReport(name, plan, numerics, estimate(plan, recorded, slots(sweep)), notes)
 
 
-def leave_stale(ctx: SweepContext, plan: list[PlannedRun], name: str) -> None:
-    """Take the stale runs out of the sweep (their sweep tag becomes ``stale``)."""
+def leave_stale(ctx: SweepContext, plan: list[PlannedRun], name: str,
+                parent: SweepParent | None = None) -> None:
+    """Take the stale runs out of the sweep (their sweep tag becomes ``stale``) and from under
+    its ``parent``."""
     for p in plan:
         if p.state is PlanState.STALE and p.stale_run_id is not None:
             RunTracker(ctx.client, p.stale_run_id, ctx.uri).set_tags(sweep_tag(name, LEFT_SWEEP))
+            if parent is not None:
+                parent.release(p.stale_run_id)
 
 
 def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
              numerics: Numerics, observer: SweepObserver | None = None) -> list[SummaryRow]:
-    """Train what the plan has left and return a summary row per planned run."""
-    for p in plan:
-        if p.run_id is not None:
-            RunTracker(ctx.client, p.run_id, ctx.uri).set_tags(sweep_tag(name))
-    leave_stale(ctx, plan, name)
+    """Train what the plan has left, under the sweep's parent run, and return a summary row
+    per planned run."""
     todo = [p for p in plan if p.state in TO_TRAIN]
-    if todo:
+    if todo:  # a sweep that cannot start leaves no trace in the store
         connect_ray(ctx.address)
         check_schedulable(sweep.resources, name)
-    results = execute(todo, sweep, ctx, name, numerics, observer) if todo else {}
-    return summary_rows(plan, results, ctx)
+    parent = SweepParent.open(ctx, name, sweep, plan)
+    try:
+        for p in plan:
+            if p.run_id is not None:
+                RunTracker(ctx.client, p.run_id, ctx.uri).set_tags(
+                    {**sweep_tag(name), **nested_under(parent.run_id)})
+        leave_stale(ctx, plan, name, parent)
+        results: dict[str, RunResult] = {}
+        for wave in waves(todo):  # a stage after the run it continues from (plan.py)
+            results.update(execute(wave, sweep, ctx, name, numerics, observer,
+                                   parent_run_id=parent.run_id))
+        rows = summary_rows(plan, results, ctx)
+    except KeyboardInterrupt:
+        parent.end("KILLED")
+        raise
+    except BaseException:
+        parent.end("FAILED")
+        raise
+    parent.close([r.status for r in rows])
+    return rows
 
 
 def summary_rows(plan: list[PlannedRun], results: dict[str, RunResult], ctx: SweepContext
@@ -122,5 +148,5 @@ def summary_rows(plan: list[PlannedRun], results: dict[str, RunResult], ctx: Swe
             run.data.tags.get(Tag.FAILURE) if run is not None else None)
         rows.append(SummaryRow(p.spec.id, p.recipe.lr, p.recipe.seed, p.run_hash, status,
                                p.run_hash in results, cause,
-                               {k: metrics.get(k) for k in SUMMARY_KEYS}))
+                               {k: metrics.get(k) for k in SUMMARY_KEYS}, p.stage))
     return rows

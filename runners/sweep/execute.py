@@ -8,14 +8,18 @@ to the tracking URI this driver resolved. A run that raises, or whose worker die
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 from gatelab.contract import DONE_STATUSES, RunStatus, Tag, sweep_tag
+from gatelab.experiment import ensure_experiment
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.tracking import RunTracker
+from gatelab.runners.run.tracking import RunTracker, nested_under
 from gatelab.runners.run.train import RunResult
-from gatelab.runners.sweep.context import SweepContext, connect_ray
+from gatelab.runners.sweep.context import SweepContext, check_cluster_places, connect_ray
+from gatelab.runners.sweep.data import prepare_sweep_data
+from gatelab.runners.sweep.parent import SweepParent
 from gatelab.runners.sweep.plan import PlannedRun
 from gatelab.runners.sweep.spec import Sweep
 
@@ -31,26 +35,33 @@ class SweepObserver(Protocol):
 
 def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
             numerics: Numerics, observer: SweepObserver | None = None,
-            board: Any = None) -> dict[str, RunResult]:
-    """Submit each run as a Ray task and follow them; results by planned hash."""
+            board: Any = None, parent_run_id: str | None = None) -> dict[str, RunResult]:
+    """Submit each run as a Ray task and follow them; results by planned hash. Each run is
+    tagged into sweep ``name`` and nested under ``parent_run_id`` (the sweep's parent run)."""
     connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
     import ray
 
-    from gatelab.runners.sweep.ray_tasks import ProgressBoard, task_options, train_task
+    from gatelab.runners.sweep.ray_tasks import start_board, task_options, train_task
 
+    check_cluster_places(ctx, name)
+    # Before any run starts: the experiment (artifacts in a place every node reaches) and the
+    # data (tokenizer, token ids), built once for the cluster and sealed with their digests.
+    ensure_experiment(ctx.client, ctx.uri, ctx.experiment)
+    prepare_sweep_data(todo, ctx.place)
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    options = task_options(sweep.resources, has_gpus)
+    options = task_options(sweep.resources, has_gpus, ctx.task_retries)
     threads = sweep.resources.threads or max(1, int(sweep.resources.cpus))
-    board = board or ProgressBoard.remote()  # type: ignore[attr-defined]
+    board = board or start_board()
     refs: dict[Any, PlannedRun] = {}
+    tags = {**sweep_tag(name), **nested_under(parent_run_id)}
     for p in todo:
         resources = Resources(device=numerics.device_type.value,
                               precision=numerics.precision.value,  # type: ignore[arg-type]
                               backend=numerics.kernel.value,  # type: ignore[arg-type]
                               threads=threads, tracking_uri=ctx.uri, experiment=ctx.experiment,
-                              work_dir=ctx.work_dir)
+                              work_dir=ctx.work_dir, storage=ctx.place.root)
         ref = train_task.options(**options).remote(  # type: ignore[attr-defined]
-            p.spec, p.recipe, resources, board, p.run_hash, sweep_tag(name))
+            p.spec, p.recipe, resources, board, p.run_hash, {**tags, **p.tags})
         refs[ref] = p
     results: dict[str, RunResult] = {}
     pending = list(refs)
@@ -62,8 +73,21 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
             if observer is not None:
                 observer.finished(p, results[p.run_hash])
         if observer is not None:
-            observer.refresh(ray.get(board.snapshot.remote()))
+            observer.refresh(_snapshot(board))
     return results
+
+
+def _snapshot(board: Any) -> dict[str, tuple[int, int, float]]:
+    """The board's latest progress; nothing if it is gone (its node died): progress is a view,
+    never a reason to stop following the runs."""
+    import ray
+    from ray.exceptions import RayError
+
+    try:
+        latest: dict[str, tuple[int, int, float]] = ray.get(board.snapshot.remote(), timeout=10)
+    except (RayError, TimeoutError):
+        return {}
+    return latest
 
 
 def _collect(ref: Any, p: PlannedRun, ctx: SweepContext, name: str) -> RunResult:
@@ -74,16 +98,24 @@ def _collect(ref: Any, p: PlannedRun, ctx: SweepContext, name: str) -> RunResult
         result: RunResult = ray.get(ref)
     except RayTaskError as err:  # the run raised; train() records it, unless it never got there
         cause = f"{type(err.cause).__name__}: {err.cause}"
-        mark_failed(ctx, p, cause, name)
+        if ctx.joins_cluster:  # the driver's output is what `ray job logs` shows
+            print(f"gatelab sweep {name}: run {p.spec.id} lr={p.recipe.lr:g} "
+                  f"seed={p.recipe.seed} ({p.run_hash[:12]}) failed on a worker:\n{err}",
+                  file=sys.stderr, flush=True)
+        mark_failed(ctx, p, cause, name, str(err))
         return RunResult(None, p.run_hash, RunStatus.FAILED, cause=cause)
     except RayError as err:  # the worker died (killed, out of memory, node lost)
         cause = f"{type(err).__name__}: {str(err).splitlines()[0]}"
-        mark_failed(ctx, p, cause, name)
+        if ctx.joins_cluster:
+            print(f"gatelab sweep {name}: run {p.spec.id} ({p.run_hash[:12]}) lost its worker "
+                  f"after {ctx.task_retries} retries: {cause}", file=sys.stderr, flush=True)
+        mark_failed(ctx, p, cause, name, str(err))
         return RunResult(None, p.run_hash, RunStatus.FAILED, cause=cause)
     return result
 
 
-def mark_failed(ctx: SweepContext, p: PlannedRun, cause: str, name: str) -> None:
+def mark_failed(ctx: SweepContext, p: PlannedRun, cause: str, name: str,
+                detail: str | None = None) -> None:
     """Record a run that failed where ``train`` could not record it (its worker died, or it
     failed before ``train`` began): its MLflow run (created if need be) ends ``failed`` with the
     cause. A run already recorded as done or failed is left as it is."""
@@ -94,6 +126,10 @@ def mark_failed(ctx: SweepContext, p: PlannedRun, cause: str, name: str) -> None
     tracker = RunTracker.open(ctx.client, ctx.uri, ctx.experiment,
                               f"{p.spec.id}-{p.run_hash[:8]}",
                               found.info.run_id if found else None)
+    parent = SweepParent.find(ctx.client, ctx.experiment, name)
     tracker.set_tags({Tag.RUN_HASH: p.run_hash, Tag.VARIANT: p.spec.id,
-                      Tag.FAILURE: cause[:5000], **sweep_tag(name)})
+                      Tag.FAILURE: cause[:5000], **sweep_tag(name),
+                      **nested_under(parent.info.run_id if parent is not None else None)})
+    if detail:  # the worker's traceback, as Ray reported it
+        tracker.log_text("error.txt", detail)
     tracker.close(RunStatus.FAILED, "FAILED")

@@ -1,10 +1,17 @@
 """Learning-rate search with Optuna: per variant, a resumable study over log(lr).
 
-The study lives in an RDB (SQLite) file next to the tracking store. Each trial is a normal
-gatelab run (cached by hash, visible in MLflow). A diverged trial is told a penalty loss (the
-loss of a uniform predictor, ln(vocab)) and tagged ``diverged`` so TPE steers away from it; a
-failed one is told FAIL. Trials left RUNNING by a killed driver are failed and re-enqueued with
-the same learning rate, so the resumed trial maps to the same hash and resumes its checkpoint.
+The study lives in an Optuna RDB storage (``study_storage``): a SQLite file beside a SQLite
+tracking store, else in the sweep's storage (``--storage``, a path every node mounts), or any
+SQLAlchemy URL given with ``--study-storage`` (e.g. the PostgreSQL database behind the tracking
+server). A SQLite file is enough even on a cluster because only the driver touches the study:
+it asks for every trial and tells every result; the workers only train. A second ``ray job
+submit`` of the same search opens the same study and continues its trial count.
+
+Each trial is a normal gatelab run (cached by hash, visible in MLflow). A diverged trial is
+told a penalty loss (the loss of a uniform predictor, ln(vocab)) and tagged ``diverged`` so TPE
+steers away from it; a failed one is told FAIL. Trials left RUNNING by a killed driver are
+failed and re-enqueued with the same learning rate, so the resumed trial maps to the same hash
+and resumes its checkpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gatelab.contract import RunStatus
+from gatelab.contract import RunStatus, sqlite_path
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.train import RunResult
@@ -38,12 +45,22 @@ class SearchRow:
     smallest_diverged_lr: float | None
 
 
-def storage_url(tracking_uri: str, work_dir: Path) -> str:
-    """``sqlite:///<dir of mlflow.db>/optuna.db`` for a SQLite store, else under ``work_dir``."""
-    if tracking_uri.startswith("sqlite:///"):
-        folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
+def storage_url(ctx: SweepContext) -> str:
+    """Where the studies live (see the module docstring): ``--study-storage``, else
+    ``sqlite:///<dir of mlflow.db>/optuna.db`` for a SQLite store, else ``optuna.db`` in the
+    sweep's storage path."""
+    if ctx.study_storage:
+        return ctx.study_storage
+    db = sqlite_path(ctx.uri)
+    if db is not None:
+        folder = db.resolve().parent
+    elif ctx.place.is_path:
+        folder = Path(ctx.place.root)
     else:
-        folder = work_dir
+        raise ValueError(
+            f"the LR search's Optuna study needs a database; the storage {ctx.place.root} is "
+            "an object store, which holds none. Pass --study-storage with an SQLAlchemy URL "
+            "(e.g. postgresql://HOST/optuna) or a --storage path every node mounts")
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'optuna.db'}"
 
@@ -82,7 +99,7 @@ def search_plan(name: str, sweep: Sweep, ctx: SweepContext) -> PlanReport:
     import optuna
 
     assert sweep.search is not None
-    storage = storage_url(ctx.uri, ctx.work_dir)
+    storage = storage_url(ctx)
     numerics = ctx.numerics(sweep.resources)
     recorded = recorded_runs(ctx.client, ctx.experiment)
     runs: list[PlannedRun] = []
@@ -111,13 +128,13 @@ def run_search(name: str, sweep: Sweep, ctx: SweepContext,
     """Run each variant's study to ``trials`` complete trials; return a row per study."""
     connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
     check_schedulable(sweep.resources, name)
-    from gatelab.runners.sweep.ray_tasks import ProgressBoard
+    from gatelab.runners.sweep.ray_tasks import start_board
 
     search = sweep.search
     assert search is not None
-    storage = storage_url(ctx.uri, ctx.work_dir)
+    storage = storage_url(ctx)
     numerics = ctx.numerics(sweep.resources)
-    board = ProgressBoard.remote()  # type: ignore[attr-defined]
+    board = start_board()
     rows = []
     for spec in selected_variants(sweep):
         for seed in sweep.seeds:

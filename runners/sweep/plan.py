@@ -5,6 +5,10 @@ A run is ``done`` when its hash finished or diverged, ``failed`` when its last a
 (rerun only with ``--retry-failed``), ``resume`` when it was interrupted or left running by a
 killed driver (it continues from its checkpoint), ``stale`` when the sweep recorded the same
 variant, seed and LR under another identity (it is trained anew), and ``to run`` otherwise.
+
+A sweep with stages plans after each run its chain of stages, each continuing from the run
+before it: a stage's hash holds its parent's planned hash, so the whole chain is known before
+anything runs; ``waves`` orders the runs left so that a stage starts after its parent ends.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from gatelab.contract import (
     DONE_STATUSES,
     IN_SWEEP,
+    NO_VALUE,
     SWEEP_TAG_PREFIX,
     TO_TRAIN,
     PlanState,
@@ -27,13 +33,14 @@ from gatelab.contract import (
     Tag,
     parse_status,
 )
+from gatelab.identity import Lineage
 from gatelab.model.build import build_model
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.flops import train_flops_per_token
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.recipe import Recipe, load_recipe
 from gatelab.runners.run.setting import RunSetting, resolve_setting
-from gatelab.runners.sweep.spec import Sweep, selected_variants
+from gatelab.runners.sweep.spec import Stage, Sweep, selected_variants, stage_recipe
 
 TINY_CPU_TOKENS_PER_S = 6_000.0
 """Tokens/s of one tiny run on one CPU thread, used when the store has no measured runs."""
@@ -59,6 +66,13 @@ class PlannedRun:
     run serves them all (reported, never silently merged)."""
     failure: str | None = None
     """For ``failed``: the recorded cause."""
+    stage: str | None = None
+    """The sweep's stage this run is (``Stage.name``); ``None``: a run of the sweep itself."""
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """What the run is tagged with besides the sweep: its stage, if it is one."""
+        return {Tag.STAGE: self.stage} if self.stage is not None else {}
 
     @property
     def spec(self) -> VariantSpec:
@@ -82,7 +96,8 @@ class PlannedRun:
                 "hash": self.run_hash, "state": self.state.value,
                 "status": self.status.value if self.status else None, "run_id": self.run_id,
                 "stale_run_id": self.stale_run_id, "same_as": list(self.same_as),
-                "failure": self.failure, "tokens": self.tokens,
+                "failure": self.failure, "tokens": self.tokens, "stage": self.stage,
+                "continue_from": self.recipe.continue_from,
                 "numerics": self.setting.numerics.as_dict()}
 
 
@@ -176,43 +191,83 @@ def state_of(run: Any | None, retry_failed: bool) -> PlanState:
 
 
 def _sweep_members(recorded: dict[str, Any], sweep_name: str
-                   ) -> dict[tuple[str, str, str], Any]:
-    """The sweep's recorded runs by (variant, seed, lr) tags: what a name-based plan would
-    have called the same run."""
+                   ) -> dict[tuple[str, str, str, str], Any]:
+    """The sweep's recorded runs by (variant, seed, lr, stage) tags: what a name-based plan
+    would have called the same run."""
     key = f"{SWEEP_TAG_PREFIX}{sweep_name}"
     members = {}
     for run in recorded.values():
         tags = run.data.tags
         if tags.get(key) == IN_SWEEP:
-            members[(tags.get(Tag.VARIANT, ""), tags.get(Tag.SEED, ""), tags.get(Tag.LR, ""))] = run
+            members[(tags.get(Tag.VARIANT, ""), tags.get(Tag.SEED, ""), tags.get(Tag.LR, ""),
+                     tags.get(Tag.STAGE, NO_VALUE))] = run
     return members
 
 
 def make_plan(pairs: list[tuple[VariantSpec, Recipe]], recorded: dict[str, Any],
-              numerics: Numerics, retry_failed: bool = False, sweep_name: str | None = None
-              ) -> list[PlannedRun]:
-    """One ``PlannedRun`` per distinct hash, in order. With ``sweep_name``, a run that the
-    sweep recorded under another identity makes its new hash ``stale``."""
+              numerics: Numerics, retry_failed: bool = False, sweep_name: str | None = None,
+              stages: Sequence[Stage] = ()) -> list[PlannedRun]:
+    """One ``PlannedRun`` per distinct hash, in order: each pair's run, then its ``stages``,
+    each continuing from the run before it (which therefore saves its weights). With
+    ``sweep_name``, a run that the sweep recorded under another identity makes its new hash
+    ``stale``."""
     members = _sweep_members(recorded, sweep_name) if sweep_name else {}
     plan: dict[str, PlannedRun] = {}
-    for spec, recipe in pairs:
-        setting = resolve_setting(spec, recipe, numerics)
+
+    def add(spec: VariantSpec, recipe: Recipe, parent: RunSetting | None,
+            stage: str | None) -> RunSetting:
+        lineage = None if parent is None else Lineage(
+            parent.run_hash, parent.identity.setting_hash, parent.identity.lr_setting_hash)
+        setting = resolve_setting(spec, recipe, numerics, parent=lineage)
         h = setting.run_hash
         if h in plan:
             first = plan[h]
             if spec.id != first.spec.id and spec.id not in first.same_as:
                 plan[h] = dataclasses.replace(first, same_as=(*first.same_as, spec.id))
-            continue
+            return first.setting
         run = recorded.get(h)
         state = state_of(run, retry_failed)
-        stale = members.get((spec.id, str(recipe.seed), str(recipe.lr)))
+        stale = members.get((spec.id, str(recipe.seed), str(recipe.lr), stage or NO_VALUE))
         stale_id = None
         if run is None and stale is not None and stale.data.tags.get(Tag.RUN_HASH) != h:
             state, stale_id = PlanState.STALE, stale.info.run_id
         failure = run.data.tags.get(Tag.FAILURE) if run is not None else None
         plan[h] = PlannedRun(setting, state, run.info.run_id if run else None,
-                             status_of(run), stale_id, failure=failure)
+                             status_of(run), stale_id, failure=failure, stage=stage)
+        return setting
+
+    for spec, recipe in pairs:
+        # save_weights is no part of the identity: turning it on keeps every hash.
+        parent = add(spec, dataclasses.replace(recipe, save_weights=True) if stages else recipe,
+                     None, None)
+        for i, stage in enumerate(stages):
+            last = i == len(stages) - 1
+            staged = stage_recipe(parent.recipe, stage, parent.run_hash)
+            staged = dataclasses.replace(staged, save_weights=not last or bool(
+                stage.overrides.get("save_weights", False)))
+            parent = add(spec, staged, parent, stage.name)
     return list(plan.values())
+
+
+def waves(todo: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """``todo`` in rounds: each round's runs may train at once, and a stage comes a round after
+    the run it continues from where that is in ``todo`` too (else in the first round, as its
+    parent is recorded already, or fails with the parent's cause)."""
+    by_hash = {p.run_hash: p for p in todo}
+    depth: dict[str, int] = {}
+
+    def depth_of(p: PlannedRun) -> int:
+        if p.run_hash not in depth:
+            parent = by_hash.get(p.recipe.continue_from or "")
+            depth[p.run_hash] = 0 if parent is None else depth_of(parent) + 1
+        return depth[p.run_hash]
+
+    rounds: list[list[PlannedRun]] = []
+    for p in todo:
+        d = depth_of(p)
+        rounds.extend([] for _ in range(d + 1 - len(rounds)))
+        rounds[d].append(p)
+    return rounds
 
 
 def plan_notes(plan: list[PlannedRun]) -> list[str]:

@@ -1,12 +1,16 @@
 """What runs inside Ray: one gatelab run as a task, and an actor that collects live progress.
 
 Each task asks for CPUs (and a GPU fraction only where the cluster has GPUs: a GPU request on a
-GPU-less node would wait forever) and is never retried by Ray: a crashed run is recorded as
-``failed`` by the driver and rerun only on request.
+GPU-less node would wait forever). Ray reruns a task whose worker or node died (a system
+failure, ``task_retries`` times): the rerun resumes the run from its last checkpoint in the
+shared storage, into the same MLflow run. A run that raised (a bad spec, a missing corpus) is
+never retried (``retry_exceptions=False``), nor is a diverged one (it returns a result): it is
+recorded by the driver and rerun only on request (``--retry-failed``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,17 +54,30 @@ class _Reporter:
             self.board.report.remote(self.run_hash, p.step, p.total, p.loss)
 
 
+def start_board() -> Any:
+    """The progress board, on the driver's node: it lives as long as the driver, whichever
+    worker node is lost."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ProgressBoard.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
+
+
 @ray.remote(max_retries=0)
 def train_task(spec: VariantSpec, recipe: Recipe, resources: Resources, board: Any,
                run_hash: str, tags: dict[str, str]) -> RunResult:
     """One run; a result whose hash differs from the planned one means the worker resolved
     other numerics or data than the driver (the driver reports it)."""
+    # gatelab's driver prints a line per run; MLflow's "View run ... at URL" would repeat it.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     return train(spec, recipe, resources, on_progress=_Reporter(board, run_hash), tags=tags)
 
 
-def task_options(res: RunResources, cluster_has_gpus: bool) -> dict[str, Any]:
-    """Ray resource requests for one run; no GPU request where the cluster has none."""
-    options: dict[str, Any] = {"num_cpus": res.cpus}
+def task_options(res: RunResources, cluster_has_gpus: bool, retries: int = 0) -> dict[str, Any]:
+    """Ray options for one run: resources (no GPU request where the cluster has none) and
+    ``retries`` reruns after a system failure, never after an exception."""
+    options: dict[str, Any] = {"num_cpus": res.cpus, "max_retries": retries,
+                               "retry_exceptions": False}
     if cluster_has_gpus and res.gpus > 0:
         options["num_gpus"] = res.gpus
     return options

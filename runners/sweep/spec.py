@@ -1,5 +1,6 @@
 """The schema of ``sweeps.yaml``: named sweeps, each a combination of variants, a recipe,
-seeds, a learning-rate grid or an Optuna search, and resources per run.
+seeds, a learning-rate grid or an Optuna search, resources per run, and stages (runs that
+continue from each run's final weights with some recipe fields changed).
 
 A sweep only *names* things that live elsewhere: variants (``ablations/``), a recipe
 (``recipes/``) with overrides, and resources. ``load_sweeps`` validates every sweep of the file
@@ -30,7 +31,14 @@ from gatelab.registry.errors import Problem, SpecError, closest
 from gatelab.registry.from_dict import Bound, bounded, from_dict
 from gatelab.registry.loader import load_all, load_all_valid, load_variant, plain_data, spec_paths
 from gatelab.registry.schema import Position, VariantSpec
-from gatelab.runners.run.recipe import LR_BOUND, SEED_BOUND, load_recipe, recipe_names
+from gatelab.runners.run.recipe import (
+    LR_BOUND,
+    SEED_BOUND,
+    Recipe,
+    derive_recipe,
+    load_recipe,
+    recipe_names,
+)
 from gatelab.shipped import sweeps_file
 
 
@@ -78,6 +86,25 @@ class RunResources:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A run after each run of the sweep that continues from the one before it (the sweep's
+    run, or the previous stage's) with some recipe fields changed: Table 5's context extension
+    (``seq_len``, ``rope_base``), or an evaluation under YaRN (``yarn``, ``steps: 0``)."""
+
+    name: str
+    """What the stage is: the ``gatelab.stage`` tag of its runs and its label in the plan."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Recipe fields (dotted keys) changed from the run it continues from; the rest is that
+    run's recipe. Not ``seed``, ``lr`` (the run's own) nor ``continue_from`` (set by the plan)."""
+
+
+NO_STAGE_OVERRIDES = ("seed", "lr", "continue_from")
+"""Recipe fields a stage keeps from the run it continues from."""
+PLACEHOLDER_HASH = "0" * 16
+"""The parent hash a stage's recipe is checked with before any hash is known."""
+
+
+@dataclass(frozen=True)
 class Sweep:
     description: str
     variants: tuple[str, ...] = ()
@@ -101,6 +128,9 @@ class Sweep:
     max_seeds: int | None = bounded(None, Bound(ge=2, le=1000))
     """``--until-decided``'s default cap on seeds, sized to the sweep's time budget;
     ``None``: twice the sweep's seeds. Allowed: >= 2 and <= 1000."""
+    stages: tuple[Stage, ...] = ()
+    """Runs after each run, in order, each continuing from the previous one's final weights;
+    every run a stage continues from saves its weights (``save_weights``). Empty: none."""
 
 
 def with_sets(name: str, body: object, sets: Sequence[str]) -> object:
@@ -207,7 +237,30 @@ def _check(name: str, sweep: Sweep, known: set[str]) -> list[Problem]:
         if key in sweep.overrides:
             problems.append(Problem(f"{name}.overrides.{key}",
                                     f"set {key}s in the sweep's {key}s field, not in overrides"))
+    if sweep.stages and sweep.search is not None:
+        problems.append(Problem(f"{name}.stages", "stages continue from a grid sweep's runs; "
+                                "an Optuna search's trials have none"))
+    seen: set[str] = set()
+    for i, stage in enumerate(sweep.stages):
+        if not stage.name.strip() or stage.name in seen:
+            problems.append(Problem(f"{name}.stages[{i}].name", f"{stage.name!r}: each stage "
+                                    "needs a name of its own"))
+        seen.add(stage.name)
+        for key in NO_STAGE_OVERRIDES:
+            if key in stage.overrides:
+                problems.append(Problem(f"{name}.stages[{i}].overrides.{key}", "a stage keeps "
+                                        f"the {key} of the run it continues from"))
     return problems
+
+
+def stage_recipe(parent: Recipe, stage: Stage, parent_hash: str,
+                 where: str | None = None) -> Recipe:
+    """The recipe of ``stage`` after the run of ``parent``'s recipe and hash ``parent_hash``;
+    ``where`` (``<sweeps file>: <sweep>.stages[i]``) is blamed for a bad override."""
+    overrides = {k: v for k, v in stage.overrides.items() if k not in NO_STAGE_OVERRIDES}
+    origins = {k: f"{where or stage.name}.overrides.{k}" for k in overrides}
+    return derive_recipe(parent, {**overrides, "continue_from": parent_hash}, origins,
+                         f"the recipe stage {stage.name} continues from")
 
 
 def _recipe_problems(path: Path, name: str, sweep: Sweep) -> list[Problem]:
@@ -224,7 +277,10 @@ def _recipe_problems(path: Path, name: str, sweep: Sweep) -> list[Problem]:
     problems: list[Problem] = []
     for extra, extra_origins in runs:
         try:
-            load_recipe(sweep.recipe, {**overrides, **extra}, {**origins, **extra_origins})
+            recipe = load_recipe(sweep.recipe, {**overrides, **extra},
+                                 {**origins, **extra_origins})
+            for i, stage in enumerate(sweep.stages):
+                recipe = stage_recipe(recipe, stage, PLACEHOLDER_HASH, f"{where}.stages[{i}]")
         except SpecError as err:
             for p in err.problems:
                 blamed = p if p.source else dataclasses.replace(p, source=err.source)

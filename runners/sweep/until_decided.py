@@ -24,6 +24,7 @@ from gatelab.dashboards.claims import Claim, load_claims
 from gatelab.dashboards.runs import load
 from gatelab.dashboards.sequential import PROCEDURE, Design, design_for
 from gatelab.dashboards.verdicts import INCONCLUSIVE, testable, verdicts
+from gatelab.experiment import ensure_experiment
 from gatelab.runners.sweep.context import SweepContext
 from gatelab.runners.sweep.driver import SummaryRow, plan_sweep, run_plan, slots
 from gatelab.runners.sweep.execute import SweepObserver
@@ -80,9 +81,7 @@ def fix_design(ctx: SweepContext, name: str, sweep: Sweep, max_seeds: int | None
                 f"Drop --max-seeds, or start a new study under another --experiment")
         return recorded
     design = design_for(sweep.seeds, cap, claims=[c.id for c in claims])
-    exp = ctx.client.get_experiment_by_name(ctx.experiment)
-    exp_id = (exp.experiment_id if exp is not None
-              else ctx.client.create_experiment(ctx.experiment))
+    exp_id = ensure_experiment(ctx.client, ctx.uri, ctx.experiment)
     ctx.client.set_experiment_tag(exp_id, design_tag(name), json.dumps(design.as_dict()))
     return design
 

@@ -109,7 +109,13 @@ def test_mlflow_ui_lists_the_sweep_runs(real_sweep: RealSweep, browser: Any,
         assert url in ui.stdout.readline()
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         try:
-            page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs")
+            page.goto(f"{url}/#/experiments/{experiment.experiment_id}/runs"
+                      "?workflowType=machine_learning")
+            # The runs are nested under the sweep's parent run: expand it.
+            parent = page.locator(".ag-row", has=page.get_by_role(
+                "link", name=f"sweep {real_sweep.name}", exact=True)).first
+            parent.wait_for(timeout=90_000)
+            parent.locator("button").first.click()
             for name in names:
                 page.get_by_text(name, exact=True).first.wait_for(timeout=90_000)
         finally:

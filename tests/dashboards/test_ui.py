@@ -1,7 +1,8 @@
 """``gatelab ui`` owns its MLflow server: it refuses a port that anything else listens on, never
 reports another server's URL as its own, and its server (every process of it) goes when the
-command is killed, by SIGTERM, SIGINT or SIGKILL. Processes are followed by id; all traffic is
-to 127.0.0.1."""
+command is killed, by SIGTERM, SIGINT or SIGKILL. In headless Chromium, the UI shows a sweep as
+its parent run, which expands to the sweep's runs with their source, dataset and description.
+Processes are followed by id; all traffic is to 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -238,3 +240,79 @@ def test_a_killed_ui_takes_every_process_of_its_server_down(
     assert process.wait(timeout=60) == (-signal.SIGKILL if signum == signal.SIGKILL else 143)
     wait_gone(tree, port)
     assert not is_up(f"http://127.0.0.1:{port}")
+
+
+TRAINING_VIEW = "workflowType=machine_learning"
+"""The UI's "Model training" view (``gatelab.cli.sweep_text.TRAINING_VIEW``)."""
+
+
+def cell(page: Any, run_id: str, column: str) -> Any:
+    """The runs table's cell of ``column`` (an attribute column: Source, Dataset, ...) in the
+    row of ``run_id`` (the grid's rows are keyed by run id)."""
+    return page.locator(f'.ag-row[row-id="{run_id}"] [col-id="attributes.`{column}`"]').first
+
+
+def check_sweep_in_ui(page: Any, url: str, client: MlflowClient, experiment: str,
+                      sweep: str) -> None:
+    """Opened on the experiment, the UI shows its training runs (not the GenAI overview): the
+    sweep's parent run, which expands to its runs, each with its source, dataset and
+    description."""
+    from playwright.sync_api import expect
+
+    exp = client.get_experiment_by_name(experiment)
+    [parent] = client.search_runs([exp.experiment_id], f"tags.`gatelab.sweep_parent` = '{sweep}'")
+    children = client.search_runs([exp.experiment_id], f"tags.`gatelab.sweep.{sweep}` = '1' "
+                                  f"and tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) >= 2
+    page.goto(f"{url}/#/experiments/{exp.experiment_id}?{TRAINING_VIEW}")
+    parent_link = page.get_by_role("link", name=parent.info.run_name, exact=True)
+    parent_link.wait_for(timeout=90_000)
+    assert "/runs" in page.url and "/overview" not in page.url, page.url
+    first = children[0]
+    assert page.locator(f'.ag-row[row-id="{first.info.run_id}"]').count() == 0  # collapsed
+    page.locator(f'.ag-row[row-id="{parent.info.run_id}"] [col-id="attributes.`Run Name`"] '
+                 "button").first.click()
+    for child in children:
+        page.get_by_role("link", name=child.info.run_name, exact=True).wait_for(timeout=30_000)
+        (dataset,) = child.inputs.dataset_inputs
+        expect(cell(page, child.info.run_id, "Dataset")).to_contain_text(
+            f"{dataset.dataset.name} ({dataset.dataset.digest[:8]}")
+        expect(cell(page, child.info.run_id, "Source")).to_contain_text("gatelab")
+    # The Description column is off by default: switched on as a user would.
+    page.get_by_role("button", name="Columns", exact=True).click()
+    page.get_by_title("Description", exact=True).click()  # a node of the columns' tree
+    page.keyboard.press("Escape")
+    for run in (parent, *children):
+        description = run.data.tags["mlflow.note.content"].splitlines()[0]
+        expect(cell(page, run.info.run_id, "Description")).to_contain_text(description[:40])
+
+
+@pytest.mark.slow
+@linux_only
+def test_the_mlflow_ui_shows_a_sweep_as_a_parent_run_with_its_runs(
+        real_sweep: Any, browser: Any, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "ui.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(ui_command(port, real_sweep.uri), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=log, text=True,
+                               start_new_session=True)
+    tree: set[int] = set()
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 180)
+        line = process.stdout.readline() if ready else ""
+        assert url in line, (tmp_path / "ui.log").read_text()[-3000:]
+        tree = tree_below(process.pid)
+        page = browser.new_page(viewport={"width": 2400, "height": 1000})
+        try:
+            check_sweep_in_ui(page, url, MlflowClient(real_sweep.uri), "gatelab",
+                              real_sweep.name)
+        finally:
+            page.close()
+    finally:
+        for pid in {process.pid} | tree:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        log.close()

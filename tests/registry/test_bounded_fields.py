@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from gatelab.registry.backbone import YarnScaling
 from gatelab.registry.errors import Problem
 from gatelab.registry.from_dict import BOUND_KEY, Bound, bounded, from_dict
 from gatelab.registry.rules import BOUNDS
@@ -20,7 +21,7 @@ from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import DataRecipe, Recipe
 from gatelab.runners.sweep.spec import OptunaSearch, RunResources, Selector, Sweep
 
-CONFIG_TYPES = (Recipe, DataRecipe, Sweep, Selector, OptunaSearch, RunResources)
+CONFIG_TYPES = (Recipe, DataRecipe, YarnScaling, Sweep, Selector, OptunaSearch, RunResources)
 """The dataclasses read from recipes and sweeps files, whose numbers carry ``bounded``."""
 
 

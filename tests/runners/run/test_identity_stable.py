@@ -58,7 +58,7 @@ def test_an_added_field_at_its_old_value_is_not_hashed(monkeypatch: pytest.Monke
     recipe, spec, cpu = load_recipe("tiny"), load_variant("baseline"), resolve_numerics("cpu")
     before = resolve_setting(spec, recipe, cpu).run_hash
     old_fields = setting_module.training_fields
-    monkeypatch.setitem(ADDED_FIELDS, "training", {"new_knob": 1})
+    monkeypatch.setitem(ADDED_FIELDS, "training", {**ADDED_FIELDS["training"], "new_knob": 1})
     for value, same in ((1, True), (2, False)):
         monkeypatch.setattr(setting_module, "training_fields",
                             lambda r, v=value: {**old_fields(r), "new_knob": v})

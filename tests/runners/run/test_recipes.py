@@ -38,7 +38,12 @@ def test_the_sink_recipe_is_the_measured_candidate() -> None:
 
 # (override, the line the error must contain): every number is finite and in its bound.
 BAD_NUMBERS = [
-    ({"steps": 0}, "override steps: steps: 0 is out of range: must be >= 1 and <= 1_000_000_000"),
+    ({"steps": -1}, "override steps: steps: -1 is out of range: must be >= 0 and <= 1_000_000_000"),
+    ({"steps": 0}, "override steps: steps: 0 trains nothing, which only a continuation can do"),
+    ({"continue_from": "run-1"}, "continue_from: 'run-1' is not a run hash (16 hex digits"),
+    ({"rope_base": 0}, "rope_base: 0 is out of range: must be > 0"),
+    ({"yarn": {"factor": 0.5}}, "yarn.factor: 0.5 is out of range: must be >= 1 and <= 1024"),
+    ({"yarn": {"alpha": 40}}, "yarn: needs alpha < beta, got alpha 40.0 and beta 32.0"),
     ({"steps": 10**10}, "steps: 10000000000 is out of range"),
     ({"tokens": 0}, "tokens: 0 is out of range: must be >= 1"),
     ({"tokens": 10**15, "batch_size": 1, "seq_len": 1},

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gatelab import experiment
 from gatelab.runners.run import tracking
 from gatelab.runners.run.tracking import (
     RunTracker,
@@ -239,8 +240,27 @@ def test_gatelab_experiments_open_on_their_training_runs(tmp_path: Path) -> None
     client = MlflowClient(uri)
     tracking.RunTracker.open(client, uri, "fresh", "r1", None)
     fresh = client.get_experiment_by_name("fresh")
-    assert fresh.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert fresh.tags[experiment.EXPERIMENT_KIND_TAG] == "custom_model_development"
     client.create_experiment("older")  # made by something else, without the tag
     tracking.RunTracker.open(client, uri, "older", "r2", None)
-    assert client.get_experiment_by_name("older").tags[tracking.EXPERIMENT_KIND_TAG] == (
-        tracking.MODEL_TRAINING)
+    assert client.get_experiment_by_name("older").tags[experiment.EXPERIMENT_KIND_TAG] == (
+        experiment.MODEL_TRAINING)
+    # Artifacts beside the database, wherever the creating process ran (a Ray job's copy).
+    assert fresh.artifact_location == (tmp_path / "mlruns" / "fresh").as_uri()
+
+
+def test_an_experiment_created_elsewhere_keeps_its_artifacts_beside_the_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+    uri = uri_of(tmp_path / "store" / "mlflow.db")
+    (tmp_path / "job-copy").mkdir()
+    monkeypatch.chdir(tmp_path / "job-copy")  # where a Ray job's driver or worker runs
+    client, _ = RunTracker.client_for(uri)
+    run = RunTracker.open(client, uri, "odd name/1", "r1", None)
+    run.log_text("hello.txt", "hi")
+    exp = client.get_experiment_by_name("odd name/1")
+    assert exp.artifact_location == (tmp_path / "store" / "mlruns" / "odd_name_1").as_uri()
+    assert list((tmp_path / "job-copy").iterdir()) == []
+    assert (tmp_path / "store" / "mlruns" / "odd_name_1" / run.run_id / "artifacts" /
+            "hello.txt").read_text() == "hi"
+    assert experiment.artifact_location("http://127.0.0.1:5000", "x") is None

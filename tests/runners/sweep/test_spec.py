@@ -32,7 +32,7 @@ def test_every_run_of_every_sweep_has_a_distinct_hash(tmp_path: Path,
     for name, sweep in load_sweeps().items():
         if sweep.search is not None:
             continue
-        plan = make_plan(expand(sweep), {}, resolve_numerics("cpu"))
+        plan = make_plan(expand(sweep), {}, resolve_numerics("cpu"), stages=sweep.stages)
         assert len({p.run_hash for p in plan}) == len(plan), name
         assert all(p.state == "to run" for p in plan)
 
@@ -113,7 +113,15 @@ def test_a_bad_number_in_a_sweep_is_named(tmp_path: Path, body: str, expected: s
 
 @pytest.mark.parametrize(("body", "expected"), [
     ("  overrides: {steps: 0}\n",
-     "s.overrides.steps: steps: 0 is out of range: must be >= 1 and <= 1_000_000_000"),
+     "s.overrides.steps: steps: 0 trains nothing, which only a continuation can do"),
+    ("  overrides: {steps: -1}\n",
+     "s.overrides.steps: steps: -1 is out of range: must be >= 0 and <= 1_000_000_000"),
+    ("  stages: [{name: extend, overrides: {seq_len: 0}}]\n",
+     "s.stages[0].overrides.seq_len: seq_len: 0 is out of range: must be >= 1"),
+    ("  stages: [{name: extend, overrides: {lr: 0.1}}]\n",
+     "s.stages[0].overrides.lr: a stage keeps the lr of the run it continues from"),
+    ("  stages: [{name: x, overrides: {}}, {name: x, overrides: {}}]\n",
+     "s.stages[1].name: 'x': each stage needs a name of its own"),
     ("  overrides: {stepz: 3}\n",
      "s.overrides.stepz: stepz: unknown field (did you mean 'steps'?)"),
     ("  overrides: {data.tokenizer: words}\n",

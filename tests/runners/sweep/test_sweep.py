@@ -272,7 +272,9 @@ def listening_addresses(pids: set[int]) -> list[str]:
 
 
 def test_a_killed_worker_fails_its_run_and_the_others_finish(place: dict[str, str]) -> None:
-    driver = start_cli(place, "sweep", "long")
+    """With Ray's retries off (``--task-retries 0``): a retried run resuming on another node is
+    ``test_cluster.py``'s."""
+    driver = start_cli(place, "sweep", "long", "--task-retries", "0")
     wait_for(lambda: len(_train_workers(driver.pid)) >= 1 and any(
         v == "running" for v in statuses_or_empty(place["uri"]).values()), 240,
         "a running train task")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_sweep import REPO, SHORT, ray_env, run_cli, runs_by_hash
+from test_sweep import REPO, SHORT, ray_env, run_cli, runs_by_hash, training_runs
 
 from gatelab.contract import design_tag
 
@@ -84,7 +84,7 @@ def check_mlflow_view(uri: str) -> None:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("gatelab")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    every = client.search_runs([exp.experiment_id])
+    every = training_runs(client, exp)  # the sweep's parent run aside
     assert len(every) == 4
     for run in every:
         tags = run.data.tags

@@ -27,7 +27,12 @@ from gatelab.contract import (
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.tracking import RunTracker, nested_under
 from gatelab.runners.run.train import RunResult
-from gatelab.runners.sweep.context import SweepContext, check_schedulable, connect_ray
+from gatelab.runners.sweep.context import (
+    SweepContext,
+    check_cluster_places,
+    check_schedulable,
+    connect_ray,
+)
 from gatelab.runners.sweep.execute import SweepObserver, execute
 from gatelab.runners.sweep.lr_search import search_plan
 from gatelab.runners.sweep.parent import SweepParent
@@ -112,6 +117,7 @@ def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
     if todo:  # a sweep that cannot start leaves no trace in the store
         connect_ray(ctx.address)
         check_schedulable(sweep.resources, name)
+        check_cluster_places(ctx, name)
     parent = SweepParent.open(ctx, name, sweep, plan)
     try:
         for p in plan:

@@ -25,8 +25,14 @@ from gatelab.contract import RunStatus, sqlite_path
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.train import RunResult
-from gatelab.runners.sweep.context import SweepContext, check_schedulable, connect_ray
+from gatelab.runners.sweep.context import (
+    SweepContext,
+    check_cluster_places,
+    check_schedulable,
+    connect_ray,
+)
 from gatelab.runners.sweep.execute import SweepObserver, execute
+from gatelab.runners.sweep.parent import SweepParent
 from gatelab.runners.sweep.plan import PlannedRun, PlanReport, make_plan, recorded_runs
 from gatelab.runners.sweep.spec import OptunaSearch, Sweep, selected_variants
 
@@ -125,14 +131,33 @@ def search_plan(name: str, sweep: Sweep, ctx: SweepContext) -> PlanReport:
 
 def run_search(name: str, sweep: Sweep, ctx: SweepContext,
                observer: SweepObserver | None = None) -> list[SearchRow]:
-    """Run each variant's study to ``trials`` complete trials; return a row per study."""
+    """Run each variant's study to ``trials`` complete trials, its trials nested under the
+    sweep's parent run; return a row per study."""
     connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
     check_schedulable(sweep.resources, name)
+    check_cluster_places(ctx, name)
+    storage = storage_url(ctx)  # an object store without --study-storage fails here, early
+    parent = SweepParent.open(ctx, name, sweep, [])
+    statuses: list[RunStatus] = []
+    try:
+        rows = _search(name, sweep, ctx, storage, observer, parent.run_id, statuses)
+    except KeyboardInterrupt:
+        parent.end("KILLED")
+        raise
+    except BaseException:
+        parent.end("FAILED")
+        raise
+    parent.close(statuses)
+    return rows
+
+
+def _search(name: str, sweep: Sweep, ctx: SweepContext, storage: str,
+            observer: SweepObserver | None, parent_run_id: str,
+            statuses: list[RunStatus]) -> list[SearchRow]:
     from gatelab.runners.sweep.ray_tasks import start_board
 
     search = sweep.search
     assert search is not None
-    storage = storage_url(ctx)
     numerics = ctx.numerics(sweep.resources)
     board = start_board()
     rows = []
@@ -150,9 +175,11 @@ def run_search(name: str, sweep: Sweep, ctx: SweepContext,
                                                         "lr": trial.params["lr"]})
                     (p,) = make_plan([(spec, recipe)], {}, numerics)
                     planned.append(p)
-                results = execute(planned, sweep, ctx, name, numerics, observer, board)
+                results = execute(planned, sweep, ctx, name, numerics, observer, board,
+                                  parent_run_id=parent_run_id)
                 for trial, p in zip(trials, planned, strict=True):
                     _tell(study, trial, p, results[p.run_hash])
+                    statuses.append(results[p.run_hash].status)
             rows.append(_result_row(spec, seed, study))
     return rows
 

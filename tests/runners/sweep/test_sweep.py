@@ -327,6 +327,14 @@ def test_an_interrupted_optuna_search_resumes(place: dict[str, str]) -> None:
     assert complete_trials() == 3
     assert "largest stable lr" in result.stdout
     assert set(runs_by_hash(place["uri"]).values()) == {1}
+    # The trials sit under the search's parent run, which ended with the search.
+    from gatelab.runners.sweep.parent import SweepParent
+
+    client = MlflowClient(place["uri"])
+    parent = SweepParent.find(client, "gatelab", "search")
+    assert parent is not None and client.get_run(parent.info.run_id).info.status == "FINISHED"
+    trials = training_runs(client, client.get_experiment_by_name("gatelab"))
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {parent.info.run_id}
 
 
 def stop_processes_under(temp_dir: str) -> None:

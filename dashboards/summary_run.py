@@ -16,6 +16,13 @@ from typing import Any
 
 from gatelab.contract import Tag, sweep_tag
 from gatelab.dashboards.report_parts import Report
+from gatelab.dashboards.verdicts import (
+    CONFOUNDED,
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    UNDECIDED,
+)
 from gatelab.experiment import ensure_experiment
 
 
@@ -24,6 +31,20 @@ def summary_tags(sweep: str, n_runs: int) -> dict[str, str]:
             Tag.SUMMARY_RUNS: str(n_runs),
             "mlflow.note.content": f"Summary of sweep {sweep}: see the report/ artifacts "
                                    "(report.html opens offline)."}
+
+
+VERDICT_KEYS = {REPRODUCED: "reproduced", NOT_REPRODUCED: "not_reproduced",
+                INCONCLUSIVE: "inconclusive", UNDECIDED: "undecided", CONFOUNDED: "confounded"}
+"""Each verdict's metric name on the summary run (``claims.<key>``)."""
+
+
+def verdict_counts(verdicts: list[str]) -> dict[str, int]:
+    """How many claims got each verdict, every kind present (zero where none)."""
+    counts = dict.fromkeys(VERDICT_KEYS.values(), 0)
+    for verdict in verdicts:
+        key = VERDICT_KEYS.get(verdict) or "".join(c if c.isalnum() else "_" for c in verdict)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def previous_summaries(client: Any, experiment_id: str, sweep: str) -> list[str]:
@@ -41,17 +62,18 @@ def attach(report: Report, tracking_uri: str, experiment: str, sweep: str) -> st
     exp_id = ensure_experiment(client, tracking_uri, experiment)
     old = previous_summaries(client, exp_id, sweep)
     run_id: str = client.create_run(exp_id, run_name=f"summary-{sweep}").info.run_id
-    verdicts = report.table("verdicts")["verdict"].to_list()
-    counts = {"reproduced": 0, "not_reproduced": 0, "inconclusive": 0}
-    for verdict in verdicts:
-        counts[verdict.split(" at ")[0].replace(" ", "_")] += 1
+    counts = verdict_counts(report.table("verdicts")["verdict"].to_list())
     now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[Metric(f"claims.{k}", float(v), now, 0) for k, v in counts.items()]
-        + [Metric("runs", float(report.n_runs), now, 0)],
-        tags=[RunTag(str(k), v) for k, v in summary_tags(sweep, report.n_runs).items()])
-    client.log_artifacts(run_id, str(report.out), artifact_path="report")
+    try:
+        client.log_batch(
+            run_id,
+            metrics=[Metric(f"claims.{k}", float(v), now, 0) for k, v in counts.items()]
+            + [Metric("runs", float(report.n_runs), now, 0)],
+            tags=[RunTag(str(k), v) for k, v in summary_tags(sweep, report.n_runs).items()])
+        client.log_artifacts(run_id, str(report.out), artifact_path="report")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
     client.set_terminated(run_id, status="FINISHED")
     for previous in old:
         client.delete_run(previous)

@@ -72,6 +72,22 @@ def test_summary_run_is_attached_and_never_loaded(fresh_store: Store, tmp_path: 
     assert client.get_run(second).info.lifecycle_stage == "active"
 
 
+def test_the_summary_run_counts_every_kind_of_verdict() -> None:
+    from gatelab.dashboards.summary_run import verdict_counts
+    from gatelab.dashboards.verdicts import (
+        CONFOUNDED,
+        INCONCLUSIVE,
+        NOT_REPRODUCED,
+        REPRODUCED,
+        UNDECIDED,
+    )
+
+    counts = verdict_counts([REPRODUCED, UNDECIDED, UNDECIDED, CONFOUNDED, INCONCLUSIVE])
+    assert counts == {"reproduced": 1, "not_reproduced": 0, "inconclusive": 1,
+                      "undecided": 2, "confounded": 1}
+    assert verdict_counts([NOT_REPRODUCED, "a new kind"])["a_new_kind"] == 1
+
+
 def test_plots_that_have_no_data_are_skipped(tmp_path: Path) -> None:
     baseline_only = frame([FakeRun("baseline", 0)])
     assert plots.gate_scores(baseline_only, tmp_path / "g.png") is None

@@ -120,6 +120,7 @@ def running_ui(store_uri: str, tmp_path: Path) -> Iterator[tuple[subprocess.Pope
         ready, _, _ = select.select([process.stdout], [], [], 180)
         line = process.stdout.readline() if ready else ""
         assert f"http://127.0.0.1:{port}" in line, (tmp_path / "ui.log").read_text()[-3000:]
+        assert "?workflowType=machine_learning" in line  # the training runs, not GenAI
         tree = tree_below(process.pid)
         yield process, port
     finally:

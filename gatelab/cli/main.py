@@ -173,8 +173,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{SWEEP_TAG_PREFIX}{args.name}=1.")
     uri_flag = "" if args.tracking_uri is None else f" --tracking-uri {where}"
     print(f"Tables, plots and an HTML report: .venv/bin/gatelab report {args.name}{uri_flag}")
-    print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then "
-          f"{ui_link(ctx.client, args.experiment)})")
+    if where.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        print(f"Open the MLflow UI: {ui_link(ctx.client, args.experiment, base=where)}")
+    else:
+        print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then "
+              f"{ui_link(ctx.client, args.experiment)})")
     return 1 if failed else 0
 
 

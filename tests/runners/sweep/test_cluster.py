@@ -208,6 +208,7 @@ def test_a_sweep_submitted_to_two_nodes_records_everything_through_the_server(
     done = submit(cluster, project, command)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "4 ran now" in done.stdout and "Attached to MLflow" in done.stdout
+    assert f"Open the MLflow UI: {server}/#/experiments/" in done.stdout  # the server's own UI
     shutil.rmtree(project)  # the submitting copy is gone; Ray's job copy is temporary too
     runs = training_runs(server, "four")
     assert len(runs) == 4 and {r.data.tags[Tag.STATUS] for r in runs} == {"finished"}

@@ -1,6 +1,9 @@
 """Benchmark (not a test): N tiny runs through a Ray sweep against the same runs one after
-another in this process without Ray, and Ray's fixed start-up cost, measured in one run.
-Writes ``docs/benchmarks/ray_parallel.json``.
+another in this process without Ray, and Ray's fixed start-up cost, measured in one run, with
+where the time goes (``breakdown``): per side, the runs' wall time, their training steps, their
+final measurements and the rest; for Ray, the slots' idle time after start-up (a slot waiting
+for a worker process, its imports, the scheduler). Steps slower under Ray than serially mean two
+runs sharing the cores' memory bandwidth. Writes ``docs/benchmarks/ray_parallel.json``.
 
     .venv/bin/python benchmarks/ray_parallel.py [--runs 4] [--steps 100]
 """
@@ -21,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=OUT, help=f"the JSON written (default {OUT})")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gatelab-raybench-"))
     seeds = list(range(args.runs))
@@ -62,15 +66,40 @@ def main() -> None:
     plan, numerics = plan_sweep("bench", ctx)
     run_plan("bench", get_sweep("bench", sweeps), ctx, plan, numerics)
     ray_s = time.perf_counter() - start
+    breakdown = {"serial_1_thread": where_time_goes(f"sqlite:///{work / 'serial1'}.db"),
+                 "ray": where_time_goes(f"sqlite:///{work}/ray.db")}
+    slots = min(cores, args.runs)
+    ray_busy = breakdown["ray"]["run_wall_s"]
+    breakdown["ray"]["slot_idle_s"] = slots * (ray_s - startup_s) - ray_busy
     report = {"runs": args.runs, "steps": args.steps, "cores": cores,
+              "breakdown": breakdown,
+              "parallel_efficiency_after_startup": serial_s[1] / (ray_s - startup_s) / slots,
               "serial_1_thread_s": serial_s[1], f"serial_{cores}_threads_s": serial_s[cores],
               "ray_s": ray_s, "ray_startup_s": startup_s,
               "speedup_vs_serial_1_thread": serial_s[1] / ray_s,
               "speedup_vs_serial_all_threads": serial_s[cores] / ray_s,
               "parallel_efficiency": serial_s[1] / ray_s / min(cores, args.runs)}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+
+
+def where_time_goes(uri: str) -> dict[str, float]:
+    """Summed over the store's training runs: wall time from the MLflow run's start to its end,
+    the training steps' own time (``train_time_s``), the final measurements'
+    (``measure_time_s``), and the rest of each run (set-up, evaluations, MLflow calls)."""
+    from mlflow.tracking import MlflowClient
+
+    from gatelab.contract import Tag
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("gatelab")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if Tag.RUN_HASH in r.data.tags]
+    wall = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
+    train = sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)
+    measure = sum(r.data.metrics.get("measure_time_s", 0.0) for r in runs)
+    return {"runs": len(runs), "run_wall_s": wall, "train_steps_s": train,
+            "final_measurements_s": measure, "rest_of_runs_s": wall - train - measure}
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,13 +60,11 @@ def tree_hash(roots: dict[str, Path]) -> str:
 
 
 def node_name() -> str:
-    """The Ray node this process runs on (``<node id> on <host>``), else the host."""
+    """The Ray node this process runs on (``<node id> on <host>``), else the host. Never
+    imports Ray itself: importing it first would fix its network mode before a local sweep in
+    the same process could choose loopback (``connect_ray``)."""
     host = socket.gethostname()
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return f"{ray.get_runtime_context().get_node_id()} on {host}"
-    except ImportError:
-        pass
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return f"{ray.get_runtime_context().get_node_id()} on {host}"
     return host

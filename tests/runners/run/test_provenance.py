@@ -35,3 +35,17 @@ def test_the_code_hash_changes_with_any_source_file_and_only_with_them(tmp_path:
     assert provenance.tree_hash({"other": tmp_path / "pkg"}) != first  # paths are hashed
     digest = provenance.code_hash()  # the installed package's
     assert len(digest) == 64 and digest == provenance.code_hash()
+
+
+def test_naming_the_node_never_imports_ray() -> None:
+    """A run outside Ray names its host, and leaves Ray unimported: importing it would fix its
+    network mode before a sweep in the same process could keep it on loopback."""
+    import subprocess
+    import sys
+
+    code = ("import sys, socket; from gatelab.runners.run.provenance import node_name; "
+            "assert node_name() == socket.gethostname(); print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

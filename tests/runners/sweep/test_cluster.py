@@ -124,11 +124,12 @@ def cluster() -> Iterator[Cluster]:
                             "--dashboard-agent-listen-port", str(_free_port()),
                             "--temp-dir", temp_dir, "--disable-usage-stats"],
                            env=ray_env(), capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stderr[-3000:]
     gcs = f"127.0.0.1:{port}"
-    wait_for(lambda: bool(_node_ids(gcs)), 240, "the head node")
-    made = Cluster(gcs, f"http://127.0.0.1:{dash}", temp_dir, _node_ids(gcs)[0])
+    made = Cluster(gcs, f"http://127.0.0.1:{dash}", temp_dir, "")
     try:
+        assert start.returncode == 0, start.stderr[-3000:]
+        wait_for(lambda: bool(_node_ids(gcs)), 240, "the head node")
+        made.head_id = _node_ids(gcs)[0]
         add_second_node(made)
         yield made
     finally:

@@ -91,8 +91,9 @@ def add_second_node(cluster: Cluster) -> None:
                             env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, start_new_session=True)
     assert proc.stdout is not None
+    cluster.second = proc  # stopped by remove_second_node whatever happens next
     started = json.loads(proc.stdout.readline())
-    cluster.second, cluster.second_id = proc, started["node_id"]
+    cluster.second_id = started["node_id"]
     cluster.second_pids = tuple(started["pids"])
     wait_for(lambda: cluster.second_id in _node_ids(cluster.gcs), 240, "the second node")
 

@@ -119,7 +119,7 @@ def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
         check_schedulable(sweep.resources, name)
         check_cluster_places(ctx, name)
     parent = SweepParent.open(ctx, name, sweep, plan)
-    try:
+    with parent.ending_on_error():
         for p in plan:
             if p.run_id is not None:
                 RunTracker(ctx.client, p.run_id, ctx.uri).set_tags(
@@ -130,12 +130,6 @@ def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
             results.update(execute(wave, sweep, ctx, name, numerics, observer,
                                    parent_run_id=parent.run_id))
         rows = summary_rows(plan, results, ctx)
-    except KeyboardInterrupt:
-        parent.end("KILLED")
-        raise
-    except BaseException:
-        parent.end("FAILED")
-        raise
     parent.close([r.status for r in rows])
     return rows
 

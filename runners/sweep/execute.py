@@ -12,12 +12,11 @@ import sys
 from typing import Any, Protocol
 
 from gatelab.contract import DONE_STATUSES, RunStatus, Tag, sweep_tag
-from gatelab.experiment import ensure_experiment
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.resources import Resources
 from gatelab.runners.run.tracking import RunTracker, nested_under
 from gatelab.runners.run.train import RunResult
-from gatelab.runners.sweep.context import SweepContext, check_cluster_places, connect_ray
+from gatelab.runners.sweep.context import SweepContext, connect_ray
 from gatelab.runners.sweep.data import prepare_sweep_data
 from gatelab.runners.sweep.parent import SweepParent
 from gatelab.runners.sweep.plan import PlannedRun
@@ -43,10 +42,8 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
 
     from gatelab.runners.sweep.ray_tasks import start_board, task_options, train_task
 
-    check_cluster_places(ctx, name)
-    # Before any run starts: the experiment (artifacts in a place every node reaches) and the
-    # data (tokenizer, token ids), built once for the cluster and sealed with their digests.
-    ensure_experiment(ctx.client, ctx.uri, ctx.experiment)
+    # Before any run starts (the callers checked the cluster's places and opened the sweep's
+    # parent run, which made the experiment): the data, built once for the cluster and sealed.
     prepare_sweep_data(todo, ctx.place)
     has_gpus = ray.cluster_resources().get("GPU", 0) > 0
     options = task_options(sweep.resources, has_gpus, ctx.task_retries)

@@ -139,14 +139,8 @@ def run_search(name: str, sweep: Sweep, ctx: SweepContext,
     storage = storage_url(ctx)  # an object store without --study-storage fails here, early
     parent = SweepParent.open(ctx, name, sweep, [])
     statuses: list[RunStatus] = []
-    try:
+    with parent.ending_on_error():
         rows = _search(name, sweep, ctx, storage, observer, parent.run_id, statuses)
-    except KeyboardInterrupt:
-        parent.end("KILLED")
-        raise
-    except BaseException:
-        parent.end("FAILED")
-        raise
     parent.close(statuses)
     return rows
 

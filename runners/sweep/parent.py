@@ -21,6 +21,8 @@ under the parent of the sweep that tagged it last.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -91,6 +93,19 @@ class SweepParent:
         """End the parent FINISHED when every planned run is done, else FAILED."""
         done = all(status in DONE_STATUSES for status in statuses)
         self.end("FINISHED" if done else "FAILED")
+
+    @contextlib.contextmanager
+    def ending_on_error(self) -> Iterator[None]:
+        """Around an invocation's work: an interruption ends the parent KILLED, any other
+        error FAILED, and goes on up."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.end("KILLED")
+            raise
+        except BaseException:
+            self.end("FAILED")
+            raise
 
     def end(self, mlflow_status: str) -> None:
         self.tracker.client.set_terminated(self.run_id, status=mlflow_status)

@@ -33,7 +33,7 @@ def summary_tags(sweep: str, n_runs: int) -> dict[str, str]:
                                    "(report.html opens offline)."}
 
 
-VERDICT_KEYS = {REPRODUCED: "reproduced", NOT_REPRODUCED: "not_reproduced",
+VERDICT_KEYS: dict[str, str] = {REPRODUCED: "reproduced", NOT_REPRODUCED: "not_reproduced",
                 INCONCLUSIVE: "inconclusive", UNDECIDED: "undecided", CONFOUNDED: "confounded"}
 """Each verdict's metric name on the summary run (``claims.<key>``)."""
 

@@ -1,4 +1,4 @@
-"""Benchmark (not a test): loading 1,000 recorded runs, gatelab's dashboards against
+"""Benchmark (not a test): loading 10,000 recorded runs, gatelab's dashboards against
 ``mlflow.search_runs``, as a ratio measured in one run. Writes ``docs/benchmarks/load_runs.json``.
 
 The runs are synthetic but shaped like real ones (the tags, the ~60 flattened params and the
@@ -10,7 +10,7 @@ its SQLAlchemy engine), as the median of interleaved rounds:
 - gatelab's ``MlflowClient`` reader (the fallback for ``http://`` stores), load only;
 - ``mlflow.search_runs`` into pandas (params as strings, no aggregation at all).
 
-    .venv/bin/python benchmarks/load_runs.py [--runs 1000] [--rounds 3]
+    .venv/bin/python benchmarks/load_runs.py [--runs 10000] [--rounds 3] [--store PATH]
 """
 
 from __future__ import annotations
@@ -128,18 +128,29 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store", type=Path, default=None,
+                        help="the SQLite file to fill, or to reuse where it already holds "
+                             "--runs runs (filling 10,000 runs takes ~10 minutes)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"the JSON written (default {OUT})")
     args = parser.parse_args()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     import mlflow
 
     from gatelab.dashboards.runs import load
 
-    work = Path(tempfile.mkdtemp(prefix="gatelab-loadbench-"))
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    fill_s = fill(uri, args.runs)
-    print(f"wrote {args.runs} runs in {fill_s:.1f} s ({fill_s / args.runs * 1000:.0f} ms/run)")
+    db = args.store or Path(tempfile.mkdtemp(prefix="gatelab-loadbench-")) / "mlflow.db"
+    uri = f"sqlite:///{db.resolve()}"
+    fill_s = None
+    if db.exists() and len(load(None, tracking_uri=uri, backend="sql")) == args.runs:
+        print(f"reusing {db}: it holds {args.runs} runs")
+    else:
+        if db.exists():
+            raise SystemExit(f"{db} exists but does not hold {args.runs} runs: remove it")
+        fill_s = fill(uri, args.runs)
+        print(f"wrote {args.runs} runs in {fill_s:.1f} s ({fill_s / args.runs * 1000:.0f} "
+              "ms/run)")
 
     def gatelab_sql() -> tuple[float, float]:
         load_s, runs = timed(lambda: load(None, tracking_uri=uri, backend="sql"))
@@ -199,9 +210,9 @@ def main() -> None:
           "as strings)")
     print(f"ratio: search_runs / gatelab load+aggregate = "
           f"{report['ratio_search_runs_over_gatelab_total']:.1f}x")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ another in this process without Ray, and Ray's fixed start-up cost, measured in 
 where the time goes (``breakdown``): per side, the runs' wall time, their training steps, their
 final measurements and the rest; for Ray, the slots' idle time after start-up (a slot waiting
 for a worker process, its imports, the scheduler). Steps slower under Ray than serially mean two
-runs sharing the cores' memory bandwidth. Writes ``docs/benchmarks/ray_parallel.json``.
+runs sharing the cores' cache and memory bandwidth (``train_steps_ray_over_serial``). The Ray
+side follows ``gatelab sweep``: the plan (``plan_s``, before Ray starts), Ray's start-up
+(``ray_startup_s``), then the runs; efficiency after start-up counts from Ray being up to the
+sweep's end. Writes ``docs/benchmarks/ray_parallel.json``.
 
     .venv/bin/python benchmarks/ray_parallel.py [--runs 4] [--steps 100]
 """
@@ -58,19 +61,29 @@ def main() -> None:
         serial_s[threads] = time.perf_counter() - start
     prepare_data(DataConfig(cache_dir=str(work / "ray" / "cache")))
 
+    # In `gatelab sweep`'s order: plan (the driver's store lookups, no Ray), start Ray, run.
     start = time.perf_counter()
-    connect_ray(None)
-    startup_s = time.perf_counter() - start
     ctx = SweepContext(tracking_uri=f"sqlite:///{work}/ray.db", work_dir=work / "ray",
                        sweeps_file=sweeps)
     plan, numerics = plan_sweep("bench", ctx)
+    plan_s = time.perf_counter() - start
+    start = time.perf_counter()
+    connect_ray(None)
+    startup_s = time.perf_counter() - start
+    ray_up_at = time.time()
     run_plan("bench", get_sweep("bench", sweeps), ctx, plan, numerics)
     ray_s = time.perf_counter() - start
+    sweep_end_at = time.time()
     breakdown = {"serial_1_thread": where_time_goes(f"sqlite:///{work / 'serial1'}.db"),
                  "ray": where_time_goes(f"sqlite:///{work}/ray.db")}
     slots = min(cores, args.runs)
     ray_busy = breakdown["ray"]["run_wall_s"]
     breakdown["ray"]["slot_idle_s"] = slots * (ray_s - startup_s) - ray_busy
+    breakdown["ray"]["plan_s"] = plan_s
+    breakdown["ray"]["slots"] = slot_timeline(f"sqlite:///{work}/ray.db", slots, ray_up_at,
+                                              sweep_end_at)
+    breakdown["train_steps_ray_over_serial"] = (breakdown["ray"]["train_steps_s"]
+                                                / breakdown["serial_1_thread"]["train_steps_s"])
     report = {"runs": args.runs, "steps": args.steps, "cores": cores,
               "breakdown": breakdown,
               "parallel_efficiency_after_startup": serial_s[1] / (ray_s - startup_s) / slots,
@@ -82,6 +95,34 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+
+
+def slot_timeline(uri: str, slots: int, ray_up_at: float, sweep_end_at: float
+                  ) -> dict[str, list[float] | float]:
+    """Where the slots' idle time lies: each slot's wait from Ray being up to its first run's
+    MLflow start (the worker's start, imports, store and data before the run is recorded),
+    the waits between a run's end and the next run's start on the slot it freed, and the
+    sweep's end after its last run."""
+    import heapq
+
+    from mlflow.tracking import MlflowClient
+
+    from gatelab.contract import Tag
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("gatelab")
+    runs = sorted((r.info.start_time / 1000, r.info.end_time / 1000)
+                   for r in client.search_runs([exp.experiment_id])
+                   if Tag.RUN_HASH in r.data.tags)
+    first = [start - ray_up_at for start, _ in runs[:slots]]
+    free = [end for _, end in runs[:slots]]
+    heapq.heapify(free)
+    between = []
+    for start, end in runs[slots:]:
+        between.append(start - heapq.heappop(free))
+        heapq.heappush(free, end)
+    return {"first_run_start_after_ray_up_s": first, "between_runs_s": between,
+            "sweep_end_after_last_run_s": sweep_end_at - max(end for _, end in runs)}
 
 
 def where_time_goes(uri: str) -> dict[str, float]:

@@ -38,12 +38,18 @@ def code_hash() -> str:
     """SHA-256 over the installed package's source files (``.py``, ``.yaml``, templates):
     their paths within the package and their bytes, in path order. Equal on every node that
     runs the same code, whatever its install (editable, wheel, a job's copy)."""
+    import importlib.util
+
     import gatelab.contract
 
     roots: dict[str, Path] = {"gatelab": Path(gatelab.contract.__file__).resolve().parent}
     for sub in ("registry", "model", "runners", "dashboards", "ablations", "recipes"):
-        module = __import__(f"gatelab.{sub}", fromlist=["__path__"])
-        roots[sub] = Path(next(iter(module.__path__))).resolve()
+        # Found, not imported: importing gatelab.dashboards would cost a run's worker scipy's
+        # import (~2 s) for a hash.
+        spec = importlib.util.find_spec(f"gatelab.{sub}")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(f"gatelab.{sub} is not installed as a package")
+        roots[sub] = Path(next(iter(spec.submodule_search_locations))).resolve()
     return tree_hash(roots)
 
 

@@ -37,7 +37,13 @@ from gatelab.runners.run.flops import (
     train_flops_per_token,
 )
 from gatelab.runners.run.lease import Lease, LeaseOwner
-from gatelab.runners.run.loss import LossFn, accumulate_gradients, lm_loss, token_losses
+from gatelab.runners.run.loss import (
+    LossFn,
+    accumulate_gradients,
+    lm_loss,
+    micro_batch_for,
+    token_losses,
+)
 from gatelab.runners.run.measurements import (
     Internals,
     SpikeDetector,
@@ -190,6 +196,8 @@ class _Loop:
         loss_fn: LossFn = functools.partial(lm_loss, self.model)
         self.loss_fn: LossFn = torch.compile(loss_fn) if compiles(recipe, self.device) else loss_fn
         self.optimizer = make_optimizer(self.model, recipe, fused=self.device.type == "cuda")
+        self.micro_batch = micro_batch_for(self.device.type, recipe.micro_batch_size,
+                                           recipe.batch_size, recipe.seq_len, data.vocab_size)
         self.flops_per_token = train_flops_per_token(self.model, recipe.seq_len)
         self.peak_flops = peak_flops(device_name(self.device))
         self.generator = torch.Generator().manual_seed(recipe.seed)
@@ -243,7 +251,7 @@ class _Loop:
                             self.train_starts)
         x, y = x.to(self.device), y.to(self.device)
         with self.numerics.autocast():
-            ce = accumulate_gradients(self.loss_fn, x, y, r.micro_batch_size)
+            ce = accumulate_gradients(self.loss_fn, x, y, self.micro_batch)
         clip = r.grad_clip if r.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
         self.optimizer.step()
@@ -460,7 +468,7 @@ def _run_loop(loop: _Loop, tracker: RunTracker, storage: Storage,
         if on_progress is not None:
             on_progress(Progress(step, total, loss, tokens_per_s))
         if divergence is None and step in eval_at:
-            val = evaluate(loop.model, val_batches, device, loop.numerics, r.micro_batch_size)
+            val = evaluate(loop.model, val_batches, device, loop.numerics, loop.micro_batch)
             tracker.metrics(_val_metrics(val, data.bytes_per_token["val"]), step)
             if step < total:  # the final step's are part of the final measurements
                 tracker.metrics(_internals_during_training(loop.measure(measure)), step)
@@ -522,7 +530,7 @@ def _final_measurements(loop: _Loop, tracker: RunTracker, divergence: str | None
             batch = max(1, r.batch_size // mult)
             batches = eval_batches(data.val, batch, r.seq_len * mult, r.eval_batches,
                                    loop.eot_id)
-            micro = max(1, r.micro_batch_size // mult) if r.micro_batch_size else None
+            micro = max(1, loop.micro_batch // mult) if loop.micro_batch else None
             if r.position_buckets:
                 loss, buckets = evaluate_by_position(loop.model, batches, loop.device,
                                                      loop.numerics, r.position_buckets, micro)

@@ -40,7 +40,8 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
     connect_ray(ctx.address)  # first: a local Ray is configured before ray is imported
     import ray
 
-    from gatelab.runners.sweep.ray_tasks import start_board, task_options, train_task
+    from gatelab.runners.sweep.board import start_board
+    from gatelab.runners.sweep.ray_tasks import task_options, train_task
 
     # Before any run starts (the callers checked the cluster's places and opened the sweep's
     # parent run, which made the experiment): the data, built once for the cluster and sealed.

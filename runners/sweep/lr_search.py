@@ -148,7 +148,7 @@ def run_search(name: str, sweep: Sweep, ctx: SweepContext,
 def _search(name: str, sweep: Sweep, ctx: SweepContext, storage: str,
             observer: SweepObserver | None, parent_run_id: str,
             statuses: list[RunStatus]) -> list[SearchRow]:
-    from gatelab.runners.sweep.ray_tasks import start_board
+    from gatelab.runners.sweep.board import start_board
 
     search = sweep.search
     assert search is not None

@@ -1,4 +1,4 @@
-"""What runs inside Ray: one gatelab run as a task, and an actor that collects live progress.
+"""What runs inside Ray: one gatelab run as a task, and the task that readies a worker for runs.
 
 Each task asks for CPUs (and a GPU fraction only where the cluster has GPUs: a GPU request on a
 GPU-less node would wait forever). Ray reruns a task whose worker or node died (a system
@@ -11,8 +11,6 @@ recorded by the driver and rerun only on request (``--retry-failed``).
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -20,47 +18,9 @@ import ray
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import Recipe
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.train import Progress, RunResult, train
+from gatelab.runners.run.train import RunResult, train
+from gatelab.runners.sweep.board import Reporter
 from gatelab.runners.sweep.spec import RunResources
-
-
-@ray.remote(num_cpus=0)
-class ProgressBoard:
-    """The latest (step, total, loss) of every running run, by hash."""
-
-    def __init__(self) -> None:
-        self.latest: dict[str, tuple[int, int, float]] = {}
-
-    def report(self, run_hash: str, step: int, total: int, loss: float) -> None:
-        self.latest[run_hash] = (step, total, loss)
-
-    def snapshot(self) -> dict[str, tuple[int, int, float]]:
-        return dict(self.latest)
-
-
-@dataclass
-class _Reporter:
-    """A picklable progress callback that tells the board at most every ``every_s`` seconds."""
-
-    board: Any
-    run_hash: str
-    every_s: float = 1.0
-    last: float = 0.0
-
-    def __call__(self, p: Progress) -> None:
-        now = time.monotonic()
-        if now - self.last >= self.every_s or p.step == p.total:
-            self.last = now
-            self.board.report.remote(self.run_hash, p.step, p.total, p.loss)
-
-
-def start_board() -> Any:
-    """The progress board, on the driver's node: it lives as long as the driver, whichever
-    worker node is lost."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return ProgressBoard.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
 
 
 @ray.remote(max_retries=0)
@@ -70,7 +30,7 @@ def train_task(spec: VariantSpec, recipe: Recipe, resources: Resources, board: A
     other numerics or data than the driver (the driver reports it)."""
     # gatelab's driver prints a line per run; MLflow's "View run ... at URL" would repeat it.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    return train(spec, recipe, resources, on_progress=_Reporter(board, run_hash), tags=tags)
+    return train(spec, recipe, resources, on_progress=Reporter(board, run_hash), tags=tags)
 
 
 def task_options(res: RunResources, cluster_has_gpus: bool, retries: int = 0) -> dict[str, Any]:

@@ -87,3 +87,15 @@ def test_evaluating_in_micro_batches_gives_the_same_loss() -> None:
     whole = evaluate(model, batches, torch.device("cpu"), cpu)
     assert evaluate(model, batches, torch.device("cpu"), cpu, micro_batch=4) == pytest.approx(
         whole, rel=1e-12)
+
+
+def test_a_cpu_batch_runs_in_cache_sized_micro_batches_unless_the_recipe_says() -> None:
+    from gatelab.runners.run.loss import CPU_MICRO_BATCH_LOGITS, micro_batch_for
+
+    # The tiny recipe: 16 x 128 tokens at vocabulary 4096 -> 4 sequences (2^21 logits).
+    assert micro_batch_for("cpu", None, 16, 128, 4096) == 4
+    assert 4 * 128 * 4096 <= CPU_MICRO_BATCH_LOGITS < 5 * 128 * 4096
+    assert micro_batch_for("cpu", 8, 16, 128, 4096) == 8  # the recipe's choice stands
+    assert micro_batch_for("cuda", None, 16, 128, 4096) is None  # a GPU takes the batch at once
+    assert micro_batch_for("cpu", None, 2, 128, 4096) is None  # a batch that fits: at once
+    assert micro_batch_for("cpu", None, 16, 4096, 151_936) == 1  # never below one sequence

@@ -49,3 +49,19 @@ def test_naming_the_node_never_imports_ray() -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_the_code_hash_reads_the_subpackages_without_importing_them() -> None:
+    """A run's worker hashes the code without importing ``gatelab.dashboards`` (which would
+    import scipy's statistics for nothing: seconds on every worker's first run); the hash
+    covers the dashboards' files all the same."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gatelab.runners.run.provenance import code_hash; h = code_hash(); "
+            "print(len(h), 'gatelab.dashboards' in sys.modules, 'gatelab.dashboards.runs' in "
+            "sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["64", "False", "False"]

@@ -14,6 +14,7 @@ paper's ranking (``ranking``). The file is found like the sweeps file: ``--claim
 from __future__ import annotations
 
 import enum
+import functools
 import os
 from dataclasses import dataclass
 from importlib.resources import files
@@ -112,11 +113,19 @@ def claims_file(given: str | Path | None = None) -> Path:
 
 
 def load_claims(path: str | Path | None = None) -> tuple[Claim, ...]:
-    """Every claim of the file, in its order; ``SpecError`` names each bad entry's field."""
+    """Every claim of the file, in its order; ``SpecError`` names each bad entry's field.
+    A file is parsed again only when it changed (its modification time or size)."""
     where = claims_file(path)
     if not where.is_file():
         raise FileNotFoundError(f"claims file {where} not found: pass --claims FILE or set "
                                 f"${CLAIMS_ENV}")
+    stat = where.stat()
+    return _parse_claims(str(where), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_claims(path: str, mtime_ns: int, size: int) -> tuple[Claim, ...]:
+    where = Path(path)
     raw = plain_data(where)
     entries = raw.get("claims") if isinstance(raw, dict) else None
     if not isinstance(entries, list):

@@ -77,6 +77,20 @@ class SqliteStore:
         return {str(k): str(v) for k, v in rows}
 
 
+_ROWS_PER_PART = 20_000
+"""Rows fetched and turned into Polars at a time: at 10,000 runs the params alone are ~540,000
+rows, and holding them all as Python tuples before the frame is built was ~15% slower."""
+
+
+def _frame(cursor: sqlite3.Cursor, schema: dict[str, DType]) -> pl.DataFrame:
+    parts = []
+    while rows := cursor.fetchmany(_ROWS_PER_PART):
+        parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(parts, rechunk=True)
+
+
 def _marks(items: Sequence[object]) -> str:
     return ", ".join("?" * len(items))
 
@@ -99,8 +113,7 @@ def _read_runs(conn: sqlite3.Connection, experiment: str | None, sweep: str | No
     with_sel = f"WITH sel AS ({selected}) "
 
     def query(sql: str, schema: dict[str, DType]) -> pl.DataFrame:
-        rows = conn.execute(with_sel + sql, args).fetchall()
-        return pl.DataFrame(rows, schema=schema, orient="row")
+        return _frame(conn.execute(with_sel + sql, args), schema)
 
     runs = query("SELECT run_uuid, name, experiment, status, start_time, end_time FROM sel",
                  RUNS_SCHEMA)

@@ -10,6 +10,7 @@ helpers and the Polars aggregations in ``compare.py`` are built on them.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -244,11 +245,17 @@ def mde(sd: float, n: int, power: float = POWER, alpha: float = ALPHA) -> float:
     t-test at ``alpha`` with ``n >= 2`` values of spread ``sd`` detects with ``power``."""
     if n < 2:
         raise ValueError(f"the minimum detectable effect needs n >= 2, got {n}")
+    return _standard_mde(n, power, alpha) * sd
+
+
+@functools.lru_cache(maxsize=4096)
+def _standard_mde(n: int, power: float, alpha: float) -> float:
+    """``mde`` in units of the spread: it depends on ``n``, ``power`` and ``alpha`` only, so
+    the claims of a report (a few seed counts and levels) solve it once each."""
     hi = 1.0
     while _power(n, hi, alpha) < power:
         hi *= 2
-    size = optimize.brentq(lambda d: _power(n, d, alpha) - power, 0.0, hi, xtol=1e-12)
-    return float(size) * sd
+    return float(optimize.brentq(lambda d: _power(n, d, alpha) - power, 0.0, hi, xtol=1e-12))
 
 
 def seeds_needed(effect: float, sd: float, power: float = POWER, alpha: float = ALPHA,

@@ -146,8 +146,8 @@ class Recipe:
     """Sequences per forward/backward pass: the batch is split into micro-batches whose
     gradients are accumulated, so a token batch fits any memory; ``None``: the whole batch at
     once, except on a CPU, where micro-batches of at most ``loss.CPU_MICRO_BATCH_LOGITS``
-    logits keep the LM head in cache (``loss.micro_batch_for``). Not part of a run's identity (the update is the same up to float rounding).
-    Allowed: >= 1 and <= 65_536."""
+    logits keep the LM head in cache (``loss.micro_batch_for``). Not part of a run's identity
+    (the update is the same up to float rounding). Allowed: >= 1 and <= 65_536."""
     divergence_margin: float = bounded(1.0, Bound(gt=0))
     """After warmup, a loss this many nats above the first step's loss counts as divergence.
     Allowed: > 0 (finite)."""

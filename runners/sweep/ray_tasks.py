@@ -1,4 +1,5 @@
-"""What runs inside Ray: one gatelab run as a task, and the task that readies a worker for runs.
+"""What runs inside Ray: one gatelab run as a task, and the options it is submitted with (the
+progress board the runs report to is in ``board.py``).
 
 Each task asks for CPUs (and a GPU fraction only where the cluster has GPUs: a GPU request on a
 GPU-less node would wait forever). Ray reruns a task whose worker or node died (a system

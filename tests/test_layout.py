@@ -62,6 +62,17 @@ def test_registry_and_dashboards_import_no_torch_model_or_runners() -> None:
     assert json.loads(done.stdout) == []
 
 
+def test_the_progress_board_imports_no_torch_and_no_training_code() -> None:
+    """The board's actor process imports only its module: before it had one of its own, the
+    actor imported the whole training stack, seconds of CPU taken from a sweep's first runs."""
+    done = subprocess.run([sys.executable, "-c", ISOLATION,
+                           json.dumps(["gatelab.runners.sweep.board"])], cwd="/",
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == ["gatelab.runners", "gatelab.runners.sweep",
+                                       "gatelab.runners.sweep.board"]
+
+
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """The gatelab modules ``name`` imports anywhere in its file (functions included)."""
     out: set[str] = set()

@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "ray_parallel.json"
 
@@ -74,8 +75,9 @@ def main() -> None:
     run_plan("bench", get_sweep("bench", sweeps), ctx, plan, numerics)
     ray_s = time.perf_counter() - start
     sweep_end_at = time.time()
-    breakdown = {"serial_1_thread": where_time_goes(f"sqlite:///{work / 'serial1'}.db"),
-                 "ray": where_time_goes(f"sqlite:///{work}/ray.db")}
+    breakdown: dict[str, Any] = {
+        "serial_1_thread": where_time_goes(f"sqlite:///{work / 'serial1'}.db"),
+        "ray": where_time_goes(f"sqlite:///{work}/ray.db")}
     slots = min(cores, args.runs)
     ray_busy = breakdown["ray"]["run_wall_s"]
     breakdown["ray"]["slot_idle_s"] = slots * (ray_s - startup_s) - ray_busy
@@ -97,6 +99,23 @@ def main() -> None:
     print(json.dumps(report, indent=2))
 
 
+def recorded_runs(uri: str) -> list[tuple[float, float, float, float]]:
+    """(start, end, training steps' seconds, final measurements' seconds) of each training run
+    in the store, from gatelab's own loader; start and end in seconds since the epoch."""
+    import polars as pl
+
+    from gatelab.dashboards.runs import load
+
+    frame = load(None, tracking_uri=uri).frame
+
+    def seconds(col: str) -> pl.Expr:
+        return pl.col(col).fill_null(0.0) if col in frame.columns else pl.lit(0.0)
+
+    return frame.select(pl.col("start_time").dt.epoch("ms") / 1000,
+                        pl.col("end_time").dt.epoch("ms") / 1000,
+                        seconds("train_time_s"), seconds("measure_time_s")).rows()
+
+
 def slot_timeline(uri: str, slots: int, ray_up_at: float, sweep_end_at: float
                   ) -> dict[str, list[float] | float]:
     """Where the slots' idle time lies: each slot's wait from Ray being up to its first run's
@@ -105,15 +124,7 @@ def slot_timeline(uri: str, slots: int, ray_up_at: float, sweep_end_at: float
     sweep's end after its last run."""
     import heapq
 
-    from mlflow.tracking import MlflowClient
-
-    from gatelab.contract import Tag
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("gatelab")
-    runs = sorted((r.info.start_time / 1000, r.info.end_time / 1000)
-                   for r in client.search_runs([exp.experiment_id])
-                   if Tag.RUN_HASH in r.data.tags)
+    runs = sorted((start, end) for start, end, _, _ in recorded_runs(uri))
     first = [start - ray_up_at for start, _ in runs[:slots]]
     free = [end for _, end in runs[:slots]]
     heapq.heapify(free)
@@ -129,19 +140,12 @@ def where_time_goes(uri: str) -> dict[str, float]:
     """Summed over the store's training runs: wall time from the MLflow run's start to its end,
     the training steps' own time (``train_time_s``), the final measurements'
     (``measure_time_s``), and the rest of each run (set-up, evaluations, MLflow calls)."""
-    from mlflow.tracking import MlflowClient
-
-    from gatelab.contract import Tag
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("gatelab")
-    runs = [r for r in client.search_runs([exp.experiment_id]) if Tag.RUN_HASH in r.data.tags]
-    wall = sum((r.info.end_time - r.info.start_time) / 1000 for r in runs)
-    train = sum(r.data.metrics.get("train_time_s", 0.0) for r in runs)
-    measure = sum(r.data.metrics.get("measure_time_s", 0.0) for r in runs)
+    runs = recorded_runs(uri)
+    wall = sum(end - start for start, end, _, _ in runs)
+    train = sum(steps for _, _, steps, _ in runs)
+    measure = sum(m for _, _, _, m in runs)
     return {"runs": len(runs), "run_wall_s": wall, "train_steps_s": train,
             "final_measurements_s": measure, "rest_of_runs_s": wall - train - measure}
-
 
 if __name__ == "__main__":
     main()

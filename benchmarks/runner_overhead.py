@@ -140,8 +140,9 @@ def runner_overhead(recipe, data, threads: int, work: Path, warmup: int) -> dict
 def step_time_ratios(recipe, data, pairs: int, warmup: int) -> dict[str, object]:
     """Each G1/G2 variant's step time over the baseline's (``paired_step_ratio``), and the
     baseline against itself as the control."""
-    variants = ["baseline"] + [s.id for s in load_all() if s.gate is not None
-                               and s.gate.position.value in ("G1", "G2")]
+    gates = [(s.id, s.architecture.gate) for s in load_all()]
+    variants = ["baseline"] + [i for i, g in gates if g is not None
+                               and g.position.value in ("G1", "G2")]
     timings = {v: paired_step_ratio(v, recipe, data, pairs, warmup) for v in variants}
     return {
         "step_time_ratio_vs_baseline": {v: t["ratio"] for v, t in timings.items()},

@@ -299,7 +299,7 @@ def run_tags(setting: RunSetting) -> dict[str, str]:
     """The tags that say what a run is (``gatelab.contract.Tag``), status aside."""
     spec, recipe, numerics, ident = (setting.spec, setting.recipe, setting.numerics,
                                      setting.identity)
-    gate = spec.gate
+    gate = spec.architecture.gate
     return {
         Tag.VARIANT: spec.id, Tag.RUN_HASH: ident.run_hash,
         Tag.SETTING_HASH: ident.setting_hash, Tag.LR_SETTING_HASH: ident.lr_setting_hash,

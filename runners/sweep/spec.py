@@ -316,8 +316,9 @@ def selected_variants(sweep: Sweep) -> list[VariantSpec]:
     sel = sweep.select
     if sel is not None:
         for spec in load_all():
-            by_position = sel.position is not None and spec.gate is not None and (
-                spec.gate.position is sel.position)
+            gate = spec.architecture.gate
+            by_position = sel.position is not None and gate is not None and (
+                gate.position is sel.position)
             by_table = sel.paper_table is not None and any(
                 p.table == sel.paper_table for p in spec.paper)
             if sel.all or by_position or by_table:

@@ -24,8 +24,9 @@ def test_new_writes_a_valid_diff_found_from_the_current_folder(
     assert data["base"] == "g1-elementwise" and data["gate"] == {
         "granularity": "headwise", "activation": "silu"}
     spec = load_variant("my-gate")  # ./ablations is searched first
-    assert spec.gate is not None and spec.gate.granularity.value == "headwise"
-    assert spec.gate.activation.value == "silu" and spec.gate.position.value == "G1"
+    gate = spec.architecture.gate
+    assert gate is not None and gate.granularity.value == "headwise"
+    assert gate.activation.value == "silu" and gate.position.value == "G1"
     assert main(["list", "--json"]) == 0 and "my-gate" in capsys.readouterr().out
 
 

@@ -38,5 +38,5 @@ def test_each_new_variant_finishes_20_steps(tmp_path: Path) -> None:
             assert math.isfinite(metrics[key]), (variant, key)
         assert 0 <= metrics["f_attn"] < 1, variant
         assert metrics["val_loss"] < math.log(4096) + 1, variant
-        if specs[variant].switch_head is not None:
+        if specs[variant].architecture.switch_head is not None:
             assert 0 < metrics["gate_score.mean"] < 1, variant

@@ -50,11 +50,12 @@ from gatelab.runners.run.flops import (
     throughput_metrics,
     train_flops_per_token,
 )
+from gatelab.runners.run.loop_state import make_optimizer
 from gatelab.runners.run.loss import accumulate_gradients, lm_loss
 from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.train import make_optimizer, train
+from gatelab.runners.run.train import train
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 

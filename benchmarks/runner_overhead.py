@@ -24,9 +24,11 @@ from gatelab.model.build import build_model
 from gatelab.registry.loader import load_all, load_variant
 from gatelab.runners.data.batches import sample_batch
 from gatelab.runners.data.tokens import DataConfig, prepare_data
+from gatelab.runners.run.loop_state import make_optimizer
+from gatelab.runners.run.loss import lm_loss
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.train import lm_loss, make_optimizer, train
+from gatelab.runners.run.train import train
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "runner_overhead.json"
 

@@ -4,7 +4,7 @@ two compute the same losses.
 
 Two worker processes, one importing this tree's ``gatelab`` and one a copy of ``--ref``'s files
 (``git archive``, mapped onto the ``gatelab`` namespace the way that commit's pyproject maps
-them), each build the runner's own training loop (``train._Loop``: the model, AdamW, batch
+them), each build the runner's own training loop (``loop_state.LoopState``: the model, AdamW, batch
 sampling, the step as ``train()`` runs it) for the same variant, recipe and seed. The driver
 then asks them for single steps in pairs, the order alternating (AB, BA, ...), so the
 machine's drift falls on both alike. Both loops see the same batches, so their losses must
@@ -48,12 +48,15 @@ from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.resources import Resources
 from gatelab.runners.run.setting import resolve_setting
-from gatelab.runners.run.train import _Loop
+try:
+    from gatelab.runners.run.loop_state import LoopState
+except ImportError:  # a tree from before the loop's state had a module of its own
+    from gatelab.runners.run.train import _Loop as LoopState
 variant, steps, cache = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 recipe = load_recipe("tiny", {"steps": steps})
 setting = resolve_setting(load_variant(variant), recipe, resolve_numerics("cpu"))
 data = prepare_data(setting.data_config(__import__("pathlib").Path(cache)))
-loop = _Loop(setting, recipe.size, Resources(device="cpu", threads=1), data)
+loop = LoopState(setting, recipe.size, Resources(device="cpu", threads=1), data)
 print("ready", gatelab.__file__, flush=True)
 for line in sys.stdin:
     start = time.perf_counter()

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from gatelab.contract import PlanState
-from gatelab.runners.run.train import Progress, RunResult
+from gatelab.runners.run.result import Progress, RunResult
 from gatelab.runners.sweep.plan import PlannedRun
 
 STATUS_EVERY_S = 30.0

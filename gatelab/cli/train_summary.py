@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gatelab.runners.run.train import RunResult
+from gatelab.runners.run.result import RunResult
 
 ROWS = (
     ("val_loss", "validation loss (nats/token)", "{:.4f}"),

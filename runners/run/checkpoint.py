@@ -24,8 +24,8 @@ REQUIRED_KEYS = frozenset({
     "model", "optimizer", "generator", "spikes", "step", "first_loss", "max_grad_norm",
     "train_time_s", "tokens_seen", "recent_losses", "run_id",
 })
-"""The keys of the training loop's state (``_Loop.state`` in ``train.py``); a checkpoint
-without one of them cannot be resumed."""
+"""The keys of the training loop's state (``LoopState.state`` in ``loop_state.py``); a
+checkpoint without one of them cannot be resumed."""
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

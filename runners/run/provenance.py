@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
+"""The repository root of a checkout (``runners/run/`` is two folders below it), where
+``git`` reads the commit."""
 COMMIT_ENV = "GATELAB_GIT_COMMIT"
 """The commit of the submitting checkout, for code that runs without ``.git`` (a Ray job's
 working copy): ``ray job submit --runtime-env-json '{"env_vars": {"GATELAB_GIT_COMMIT":

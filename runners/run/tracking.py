@@ -205,6 +205,17 @@ class SystemMetrics:
                          self.run_id, err)
 
 
+ERROR_ARTIFACT = "error.txt"
+"""A failed run's traceback (``RunTracker.fail``)."""
+MAX_CAUSE_CHARS = 5000
+"""The longest failure cause kept in the ``gatelab.failure`` tag (MLflow's limit on a tag)."""
+
+
+def failure_cause(err: BaseException) -> str:
+    """``err`` as a failure's cause: its type and message."""
+    return f"{type(err).__name__}: {err}"
+
+
 class RunTracker:
     """One MLflow run. Create with ``RunTracker.open``; call ``flush`` at checkpoints."""
 
@@ -311,6 +322,16 @@ class RunTracker:
     def watch_system(self, resumed: bool) -> None:
         """Log system metrics until ``close`` (``SystemMetrics``)."""
         self._system = SystemMetrics.start(self.run_id, self.uri, resumed)
+
+    def fail(self, cause: str, detail: str | None = None,
+             tags: dict[str, str] | None = None) -> None:
+        """Record a failure and end the run ``failed``: ``cause`` (one line) as the
+        ``gatelab.failure`` tag, ``detail`` (a traceback) as ``error.txt``, ``tags`` beside
+        them. The one way any code records that a run failed."""
+        self.set_tags({**(tags or {}), Tag.FAILURE: cause[:MAX_CAUSE_CHARS]})
+        if detail:
+            self.log_text(ERROR_ARTIFACT, detail)
+        self.close(RunStatus.FAILED, "FAILED")
 
     def close(self, gatelab_status: RunStatus, mlflow_status: str) -> None:
         """Stop the system metrics, flush, tag the gatelab status, and end the MLflow run."""

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 from gatelab.contract import DONE_STATUSES, RunStatus, Tag, sweep_tag
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.resources import Resources
+from gatelab.runners.run.result import RunResult
 from gatelab.runners.run.tracking import RunTracker, nested_under
-from gatelab.runners.run.train import RunResult
 from gatelab.runners.sweep.context import SweepContext, connect_ray
 from gatelab.runners.sweep.data import prepare_sweep_data
 from gatelab.runners.sweep.parent import SweepParent
@@ -125,9 +125,6 @@ def mark_failed(ctx: SweepContext, p: PlannedRun, cause: str, name: str,
                               f"{p.spec.id}-{p.run_hash[:8]}",
                               found.info.run_id if found else None)
     parent = SweepParent.find(ctx.client, ctx.experiment, name)
-    tracker.set_tags({Tag.RUN_HASH: p.run_hash, Tag.VARIANT: p.spec.id,
-                      Tag.FAILURE: cause[:5000], **sweep_tag(name),
-                      **nested_under(parent.info.run_id if parent is not None else None)})
-    if detail:  # the worker's traceback, as Ray reported it
-        tracker.log_text("error.txt", detail)
-    tracker.close(RunStatus.FAILED, "FAILED")
+    tracker.fail(cause, detail,  # detail: the worker's traceback, as Ray reported it
+                 {Tag.RUN_HASH: p.run_hash, Tag.VARIANT: p.spec.id, **sweep_tag(name),
+                  **nested_under(parent.info.run_id if parent is not None else None)})

@@ -24,7 +24,7 @@ from typing import Any
 from gatelab.contract import RunStatus, sqlite_path
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import load_recipe
-from gatelab.runners.run.train import RunResult
+from gatelab.runners.run.result import RunResult
 from gatelab.runners.sweep.context import (
     SweepContext,
     check_cluster_places,
@@ -107,7 +107,7 @@ def search_plan(name: str, sweep: Sweep, ctx: SweepContext) -> PlanReport:
     assert sweep.search is not None
     storage = storage_url(ctx)
     numerics = ctx.numerics(sweep.resources)
-    recorded = recorded_runs(ctx.client, ctx.experiment)
+    recorded = recorded_runs(ctx.uri, ctx.experiment)
     runs: list[PlannedRun] = []
     notes: list[str] = []
     left = 0

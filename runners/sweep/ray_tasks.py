@@ -19,7 +19,8 @@ import ray
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.recipe import Recipe
 from gatelab.runners.run.resources import Resources
-from gatelab.runners.run.train import RunResult, train
+from gatelab.runners.run.result import RunResult
+from gatelab.runners.run.train import train
 from gatelab.runners.sweep.board import Reporter
 from gatelab.runners.sweep.spec import RunResources
 

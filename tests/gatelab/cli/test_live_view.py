@@ -19,7 +19,7 @@ import pytest
 
 from gatelab.cli.live_view import STATUS_EVERY_S, LiveView, TrainBar
 from gatelab.contract import PlanState, RunStatus
-from gatelab.runners.run.train import Progress, RunResult
+from gatelab.runners.run.result import Progress, RunResult
 
 REPO = Path(__file__).resolve().parents[3]
 STAMP = r"\d\d:\d\d:\d\d "

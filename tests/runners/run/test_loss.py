@@ -11,6 +11,8 @@ import torch
 from gatelab.model.build import build_model
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.loader import load_variant
+from gatelab.runners.run.evaluate import evaluate
+from gatelab.runners.run.loop_state import make_optimizer
 from gatelab.runners.run.loss import (
     CHUNK_ABOVE,
     accumulate_gradients,
@@ -19,7 +21,6 @@ from gatelab.runners.run.loss import (
 )
 from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.run.recipe import load_recipe
-from gatelab.runners.run.train import evaluate, make_optimizer
 
 SMALL = Backbone(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, head_dim=8, ffn_hidden=64,
                  vocab_size=61)

@@ -20,6 +20,12 @@ def test_outside_a_checkout_the_commit_comes_from_the_environment(
     assert commit != "abc123" and len(commit) == 40 and dirty in (True, False)
 
 
+def test_the_repository_is_the_checkout_root_not_a_package_folder() -> None:
+    root = Path(__file__).resolve().parents[3]
+    assert provenance.REPO == root
+    assert (provenance.REPO / "pyproject.toml").is_file()
+
+
 def test_the_code_hash_changes_with_any_source_file_and_only_with_them(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "sub").mkdir(parents=True)
     (tmp_path / "pkg" / "a.py").write_text("x = 1\n")

@@ -20,7 +20,9 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     """Raised, or its worker died; the cause is in ``gatelab.failure``."""
     INTERRUPTED = "interrupted"
-    """Stopped by the user (Ctrl-C); its checkpoint resumes it."""
+    """Stopped by a signal (Ctrl-C, or SIGTERM: a preemption) at a step boundary; its checkpoint
+    resumes it (``gatelab.interrupted_step`` and ``gatelab.interrupted_by`` say where and
+    why)."""
     MISSING = "missing"
     """Never recorded: the run failed before its MLflow run existed (shown, never written)."""
 
@@ -93,6 +95,12 @@ class Tag(enum.StrEnum):
     NODE = "gatelab.node"
     """Where the run (last) trained: the Ray node id and host, or the host outside Ray."""
     FAILURE = "gatelab.failure"
+    """The latest failure's cause; cleared when the run later finishes (its history stays in the
+    run's ``failures.json``)."""
+    INTERRUPTED_STEP = "gatelab.interrupted_step"
+    """On a run stopped by a signal: the step it had reached (its checkpoint's)."""
+    INTERRUPTED_BY = "gatelab.interrupted_by"
+    """On a run stopped by a signal: the signal's name (``SIGTERM``, ``SIGINT``)."""
     DIVERGED_STEP = "gatelab.diverged_step"
     DIVERGENCE = "gatelab.divergence"
     PARENT_HASH = "gatelab.parent_hash"

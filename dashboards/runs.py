@@ -15,18 +15,18 @@ from typing import Any
 import polars as pl
 
 from gatelab.contract import design_tag
-from gatelab.dashboards import lr_tolerance as lr_tables
-from gatelab.dashboards import tables
-from gatelab.dashboards.artifacts import RunArrays, read_arrays
-from gatelab.dashboards.claims import Claim
-from gatelab.dashboards.columns import FINISHED
-from gatelab.dashboards.load import to_frame
-from gatelab.dashboards.long_context import loss_by_length, loss_by_position
-from gatelab.dashboards.raw_runs import RunStore
-from gatelab.dashboards.sequential import Design
-from gatelab.dashboards.sink_onset import sink_onset
-from gatelab.dashboards.store import Backend, open_store
-from gatelab.dashboards.verdicts import untested, verdicts
+from gatelab.dashboards.stats.sequential import Design
+from gatelab.dashboards.store.artifacts import RunArrays, read_arrays
+from gatelab.dashboards.store.columns import FINISHED
+from gatelab.dashboards.store.frame import to_frame
+from gatelab.dashboards.store.open_store import Backend, open_store
+from gatelab.dashboards.store.raw_runs import RunStore
+from gatelab.dashboards.tables import lr_tolerance as lr_tables
+from gatelab.dashboards.tables import paper_tables
+from gatelab.dashboards.tables.long_context import loss_by_length, loss_by_position
+from gatelab.dashboards.tables.sink_onset import sink_onset
+from gatelab.dashboards.verdicts.claims import Claim
+from gatelab.dashboards.verdicts.procedure import untested, verdicts
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Runs:
     """Training runs loaded from a tracking store."""
 
     frame: pl.DataFrame
-    """One row per run (see ``dashboards/columns.py`` for the columns)."""
+    """One row per run (see ``dashboards/store/columns.py`` for the columns)."""
     store: RunStore
     sweep: str | None
     """The sweep these runs were selected by; ``None``: every run."""
@@ -64,7 +64,7 @@ class Runs:
 
     def arrays(self, run_ids: Sequence[str] | None = None) -> dict[str, RunArrays]:
         """Per finished run (by ``run_id``; ``run_ids`` narrows them): its gate-score histograms
-        and attention maps (``dashboards/artifacts.py``), downloaded once per ``Runs``."""
+        and attention maps (``dashboards/store/artifacts.py``), downloaded once per ``Runs``."""
         fin = self.frame.filter(pl.col("status") == FINISHED)["run_id"].to_list()
         wanted = fin if run_ids is None else [r for r in fin if r in set(run_ids)]
         cache: dict[str, RunArrays | None] = self._cache.setdefault("arrays", {})
@@ -75,16 +75,16 @@ class Runs:
         return {r: a for r in wanted if (a := cache[r]) is not None}
 
     def table1(self) -> pl.DataFrame:
-        """Table 1's shape (``tables.table1``)."""
-        return tables.table1(self.frame)
+        """Table 1's shape (``paper_tables.table1``)."""
+        return paper_tables.table1(self.frame)
 
     def rank_agreement(self) -> pl.DataFrame:
         """Spearman's rank correlation of our PPL order with the paper's, per setting."""
-        return tables.rank_agreement(self.frame)
+        return paper_tables.rank_agreement(self.frame)
 
     def table4(self) -> pl.DataFrame:
-        """Table 4's shape: gate scores, ``m_act``, ``f_attn``, PPL (``tables.table4``)."""
-        return tables.table4(self.frame)
+        """Table 4's shape: gate scores, ``m_act``, ``f_attn``, PPL (``paper_tables.table4``)."""
+        return paper_tables.table4(self.frame)
 
     def lr_tolerance(self) -> pl.DataFrame:
         """Variant x LR: final loss or ``diverged k/n``; best and largest stable LR."""
@@ -96,15 +96,15 @@ class Runs:
 
     def stability(self) -> pl.DataFrame:
         """Divergences, loss spikes, spike score, largest gradient norm."""
-        return tables.stability(self.frame)
+        return paper_tables.stability(self.frame)
 
     def long_context(self) -> pl.DataFrame:
         """Validation loss at 1x, 2x and 4x the training length."""
-        return tables.long_context(self.frame)
+        return paper_tables.long_context(self.frame)
 
     def loss_by_position(self) -> pl.DataFrame:
         """Per stage, variant, evaluated length and position bucket: the mean loss
-        (``dashboards/long_context.py``; runs recorded with ``position_buckets``)."""
+        (``dashboards/tables/long_context.py``; runs recorded with ``position_buckets``)."""
         return loss_by_position(self.frame)
 
     def loss_by_length(self) -> pl.DataFrame:
@@ -125,7 +125,7 @@ class Runs:
     def verdicts(self, claims: Sequence[Claim] | None = None, sequential: bool = True
                  ) -> pl.DataFrame:
         """A verdict per claim (``claims``: ``load_claims()``) and setting, with its
-        statistic (``dashboards/verdicts.py``); decided by the sweep's recorded sequential
+        statistic (``dashboards/verdicts/``); decided by the sweep's recorded sequential
         design where it has one and ``sequential``, else with Holm over the claims."""
         return verdicts(self.frame, claims, self.design() if sequential else None)
 
@@ -135,7 +135,7 @@ class Runs:
 
     def sink_onset(self) -> pl.DataFrame:
         """Per run: the first evaluation step at which some head reached the sink threshold
-        (``dashboards/sink_onset.py``), from the logged per-layer sink metrics."""
+        (``dashboards/tables/sink_onset.py``), from the logged per-layer sink metrics."""
         names = [c for c in self.frame.columns if c.startswith("sink_head_max.layer")]
         if not names:
             return sink_onset(pl.DataFrame())

@@ -1,5 +1,6 @@
 """Whether a process of this host is alive: shared by the lease (``runners/run/lease.py``) and
-``gatelab ui`` (``dashboards/ui.py``), which import nothing from each other."""
+the MLflow server of ``gatelab ui`` and ``gatelab server`` (``gatelab/tracking_server.py``), which
+import nothing from each other."""
 
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ Search order, for each kind:
   in an earlier folder hides the same id later;
 - recipes: ``$GATELAB_RECIPES`` (``--recipes``), then ``./recipes``, then the shipped ones;
 - the sweeps file: ``--sweeps FILE``, else ``$GATELAB_SWEEPS``, else ``./sweeps.yaml``, else
-  the shipped ``sweeps.yaml``.
+  the shipped ``sweeps.yaml``;
+- the claims file: ``--claims FILE``, else ``$GATELAB_CLAIMS``, else ``./claims.yaml``, else
+  the shipped one (``gatelab.dashboards.verdicts``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 ABLATIONS_ENV = "GATELAB_ABLATIONS"
 RECIPES_ENV = "GATELAB_RECIPES"
 SWEEPS_ENV = "GATELAB_SWEEPS"
+CLAIMS_ENV = "GATELAB_CLAIMS"
 
 
 def shipped_ablations() -> Path:
@@ -55,11 +58,25 @@ def recipe_folders() -> tuple[Path, ...]:
     return _folders(RECIPES_ENV, "recipes", shipped_recipes())
 
 
-def sweeps_file(given: str | Path | None = None) -> Path:
-    """The sweeps file to read (see the module docstring)."""
+def shipped_claims() -> Path:
+    return Path(str(files("gatelab.dashboards.verdicts").joinpath("claims.yaml")))
+
+
+def _file(given: str | Path | None, env: str, local: str, shipped: Path) -> Path:
+    """``given``, else ``$env``, else ``./local`` where it exists, else ``shipped``."""
     if given is not None:
         return Path(given).resolve()
-    if os.environ.get(SWEEPS_ENV):
-        return Path(os.environ[SWEEPS_ENV]).resolve()
-    local = Path.cwd() / "sweeps.yaml"
-    return local.resolve() if local.is_file() else shipped_sweeps()
+    if os.environ.get(env):
+        return Path(os.environ[env]).resolve()
+    here = Path.cwd() / local
+    return here.resolve() if here.is_file() else shipped
+
+
+def sweeps_file(given: str | Path | None = None) -> Path:
+    """The sweeps file to read (see the module docstring)."""
+    return _file(given, SWEEPS_ENV, "sweeps.yaml", shipped_sweeps())
+
+
+def claims_file(given: str | Path | None = None) -> Path:
+    """The claims file to read (see the module docstring)."""
+    return _file(given, CLAIMS_ENV, "claims.yaml", shipped_claims())

@@ -1,5 +1,7 @@
 """The layout holds: one installed namespace, data-only registry and dashboards that never load
-the training code, no import cycles, and a wheel that works away from the repository."""
+the training code, the dashboards in layers that import only downwards, the runners reaching
+the dashboards through one narrow module, no import cycles, and a wheel that works away from the
+repository."""
 
 from __future__ import annotations
 
@@ -75,14 +77,19 @@ def test_the_progress_board_imports_no_torch_and_no_training_code() -> None:
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """The gatelab modules ``name`` imports anywhere in its file (functions included)."""
+    return {t for t in _imports_of(path.read_text(), known) if t != name}
+
+
+def _imports_of(source: str, known: set[str]) -> set[str]:
+    """The modules of ``known`` that ``source`` imports anywhere (functions included)."""
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-        out |= {t for t in targets if t in known and t != name}
+        out |= {t for t in targets if t in known}
     return out
 
 
@@ -106,6 +113,71 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
                     seen.add(nxt)
                     stack.append((nxt, [*path, nxt]))
     assert cycles == []
+
+
+DASHBOARD_LAYERS: tuple[tuple[str, ...], ...] = (
+    ("numbers",), ("store",), ("stats",), ("tables",), ("verdicts",), ("runs", "decide"),
+    ("report",),
+)
+"""The dashboards' layers, lowest first, by top-level name under ``gatelab.dashboards``: a
+module may import its own layer and those below, never one above (the package's
+``__init__``, which exports ``load`` and ``Runs``, is above them all)."""
+
+RUNNERS_DASHBOARDS_API = "gatelab.dashboards.decide"
+"""The one module of the dashboards that the runners may import."""
+
+
+def _dashboard_layer(name: str) -> int:
+    """The rank of a module of ``gatelab.dashboards`` in ``DASHBOARD_LAYERS``."""
+    parts = name.split(".")
+    if len(parts) == 2:
+        return len(DASHBOARD_LAYERS)
+    for rank, layer in enumerate(DASHBOARD_LAYERS):
+        if parts[2] in layer:
+            return rank
+    raise AssertionError(f"{name} belongs to no layer: add its top-level name to "
+                         "DASHBOARD_LAYERS in tests/test_layout.py")
+
+
+def _upward_imports(name: str, source: str, known: set[str]) -> list[str]:
+    """The imports of ``source`` (module ``name`` of the dashboards) from a higher layer."""
+    rank = _dashboard_layer(name)
+    return [f"{name} imports {target}" for target in sorted(_imports_of(source, known) - {name})
+            if target.startswith("gatelab.dashboards") and _dashboard_layer(target) > rank]
+
+
+def test_the_dashboards_import_only_their_own_layer_and_those_below() -> None:
+    mods = modules()
+    known = set(mods)
+    names = [n for n in mods if n == "gatelab.dashboards" or n.startswith("gatelab.dashboards.")]
+    assert {n.split(".")[2] for n in names if n.count(".") >= 2} == {
+        name for layer in DASHBOARD_LAYERS for name in layer}
+    upward = [line for n in names for line in _upward_imports(n, mods[n].read_text(), known)]
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    """The check above, on the store's frame module made to import the report."""
+    known = set(modules())
+    name = "gatelab.dashboards.store.frame"
+    source = ((REPO / "dashboards" / "store" / "frame.py").read_text()
+              + "\nfrom gatelab.dashboards.report.write import write_report\n")
+    assert _upward_imports(name, source, known) == [
+        f"{name} imports gatelab.dashboards.report.write"]
+
+
+def test_runners_import_one_narrow_verdict_api_of_the_dashboards() -> None:
+    mods = modules()
+    known = set(mods)
+    used: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        if name.startswith("gatelab.runners"):
+            reached = {t for t in _imports(name, path, known)
+                       if t == "gatelab.dashboards" or t.startswith("gatelab.dashboards.")}
+            if reached:
+                used[name] = reached
+    assert set().union(*used.values()) == {RUNNERS_DASHBOARDS_API}, used
+    assert "gatelab.runners.sweep.until_decided" in used
 
 
 def test_no_module_uses_the_old_top_level_names() -> None:

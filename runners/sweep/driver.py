@@ -20,8 +20,6 @@ from gatelab.contract import (
     TO_TRAIN,
     PlanState,
     RunStatus,
-    Tag,
-    parse_status,
     sweep_tag,
 )
 from gatelab.runners.run.numerics import Numerics
@@ -39,6 +37,7 @@ from gatelab.runners.sweep.parent import SweepParent
 from gatelab.runners.sweep.plan import (
     PlannedRun,
     PlanReport,
+    RecordedRun,
     estimate,
     expand,
     make_plan,
@@ -73,12 +72,16 @@ def slots(sweep: Sweep) -> int:
     return max(1, int((os.cpu_count() or 1) // max(sweep.resources.cpus, 1e-9)))
 
 
-def plan_sweep(name: str, ctx: SweepContext, sweep: Sweep | None = None
+def plan_sweep(name: str, ctx: SweepContext, sweep: Sweep | None = None,
+               recorded: dict[str, RecordedRun] | None = None
                ) -> tuple[list[PlannedRun], Numerics]:
+    """The sweep's plan against ``recorded`` (``None``: the store, read now)."""
     sweep = sweep or get_sweep(name, ctx.sweeps_file)
     numerics = ctx.numerics(sweep.resources)
-    plan = make_plan(expand(sweep), recorded_runs(ctx.client, ctx.experiment), numerics,
-                     ctx.retry_failed, sweep_name=name, stages=sweep.stages)
+    if recorded is None:
+        recorded = recorded_runs(ctx.uri, ctx.experiment)
+    plan = make_plan(expand(sweep), recorded, numerics, ctx.retry_failed, sweep_name=name,
+                     stages=sweep.stages)
     return plan, numerics
 
 
@@ -88,8 +91,8 @@ def dry_run(name: str, ctx: SweepContext, sweep: Sweep | None = None) -> PlanRep
     sweep = sweep or get_sweep(name, ctx.sweeps_file)
     if sweep.search is not None:
         return search_plan(name, sweep, ctx)
-    plan, numerics = plan_sweep(name, ctx, sweep)
-    recorded = recorded_runs(ctx.client, ctx.experiment)
+    recorded = recorded_runs(ctx.uri, ctx.experiment)
+    plan, numerics = plan_sweep(name, ctx, sweep, recorded)
     notes = plan_notes(plan)
     cores = os.cpu_count() or 1
     if not ctx.joins_cluster and sweep.resources.cpus > cores:
@@ -136,16 +139,16 @@ def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
 
 def summary_rows(plan: list[PlannedRun], results: dict[str, RunResult], ctx: SweepContext
                  ) -> list[SummaryRow]:
-    recorded = recorded_runs(ctx.client, ctx.experiment)
+    recorded = recorded_runs(ctx.uri, ctx.experiment, SUMMARY_KEYS)
     rows = []
     for p in plan:
         run = recorded.get(p.run_hash)
-        metrics = dict(run.data.metrics) if run is not None else {}
+        metrics = run.metrics if run is not None else {}
         result = results.get(p.run_hash)
-        status = (parse_status(run.data.tags.get(Tag.STATUS)) if run is not None else None
+        status = (run.status if run is not None else None
                   ) or (result.status if result else RunStatus.MISSING)
         cause = result.cause if result and result.cause else (
-            run.data.tags.get(Tag.FAILURE) if run is not None else None)
+            run.failure if run is not None else None)
         rows.append(SummaryRow(p.spec.id, p.recipe.lr, p.recipe.seed, p.run_hash, status,
                                p.run_hash in results, cause,
                                {k: metrics.get(k) for k in SUMMARY_KEYS}, p.stage))

@@ -107,7 +107,7 @@ def search_plan(name: str, sweep: Sweep, ctx: SweepContext) -> PlanReport:
     assert sweep.search is not None
     storage = storage_url(ctx)
     numerics = ctx.numerics(sweep.resources)
-    recorded = recorded_runs(ctx.client, ctx.experiment)
+    recorded = recorded_runs(ctx.uri, ctx.experiment)
     runs: list[PlannedRun] = []
     notes: list[str] = []
     left = 0

@@ -6,6 +6,9 @@ A run is ``done`` when its hash finished or diverged, ``failed`` when its last a
 killed driver (it continues from its checkpoint), ``stale`` when the sweep recorded the same
 variant, seed and LR under another identity (it is trained anew), and ``to run`` otherwise.
 
+The store is read once per plan, through the dashboards' loader (``recorded_runs``: one SQL
+query per table for a SQLite store), into one typed ``RecordedRun`` per hash.
+
 A sweep with stages plans after each run its chain of stages, each continuing from the run
 before it: a stage's hash holds its parent's planned hash, so the whole chain is known before
 anything runs; ``waves`` orders the runs left so that a stage starts after its parent ends.
@@ -14,25 +17,22 @@ anything runs; ``waves`` orders the runs left so that a stage starts after its p
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow.tracking import MlflowClient
-
 from gatelab.contract import (
     DONE_STATUSES,
-    IN_SWEEP,
-    NO_VALUE,
-    SWEEP_TAG_PREFIX,
     TO_TRAIN,
     PlanState,
     RunStatus,
     Tag,
     parse_status,
 )
+from gatelab.dashboards.decide import load_frame
 from gatelab.identity import Lineage
 from gatelab.model.build import build_model
 from gatelab.registry.schema import VariantSpec
@@ -157,29 +157,58 @@ def expand(sweep: Sweep, lr: float | None = None) -> list[tuple[VariantSpec, Rec
     return out
 
 
-def recorded_runs(client: MlflowClient, experiment: str) -> dict[str, Any]:
-    """The newest MLflow run of every hash in ``experiment``, by hash (one query per 1000)."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return {}
-    runs: dict[str, Any] = {}
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
-        for run in page:
-            if Tag.RUN_HASH in run.data.tags:
-                runs[run.data.tags[Tag.RUN_HASH]] = run
-        token = page.token
-        if not token:
-            return runs
+@dataclass(frozen=True)
+class RecordedRun:
+    """What the tracking store holds for one hash: its newest training run, as planning and a
+    sweep's summary read it."""
+
+    run_id: str
+    run_hash: str
+    status: RunStatus | None
+    """The ``gatelab.status`` tag; ``None`` where it is missing or unknown."""
+    failure: str | None
+    """The recorded cause of a failure (``gatelab.failure``)."""
+    variant: str | None
+    seed: int | None
+    lr: float | None
+    """The peak learning rate the run was tagged with."""
+    stage: str | None
+    """The sweep's stage the run is; ``None``: a run of the sweep itself."""
+    sweeps: tuple[str, ...]
+    """The sweeps the run belongs to (tagged ``gatelab.sweep.NAME=1``)."""
+    size: str | None
+    device: str | None
+    """``cpu`` or ``cuda``; ``None`` for a run recorded before the tag existed."""
+    metrics: dict[str, float | None]
+    """The latest value of each metric asked for (``None``: not recorded)."""
 
 
-def status_of(run: Any | None) -> RunStatus | None:
-    return parse_status(run.data.tags.get(Tag.STATUS)) if run is not None else None
+PLAN_METRICS = ("tokens_per_s",)
+"""The metrics a plan's estimate reads (``measured_tokens_per_s``)."""
 
 
-def state_of(run: Any | None, retry_failed: bool) -> PlanState:
+def recorded_runs(tracking_uri: str, experiment: str,
+                  metrics: Sequence[str] = PLAN_METRICS) -> dict[str, RecordedRun]:
+    """The newest training run of every hash in ``experiment``, by hash, with ``metrics``: the
+    store read once, through the dashboards' loader."""
+    frame = load_frame(tracking_uri, experiment)
+    wanted = [m for m in dict.fromkeys(metrics) if m in frame.columns]
+    columns = ["run_id", "run_hash", "status", "failure", "variant", "seed", "lr", "stage",
+               "sweeps", "size", "device", *wanted]
+    runs: dict[str, RecordedRun] = {}
+    for row in frame.select(columns).iter_rows(named=True):
+        runs[row["run_hash"]] = RecordedRun(
+            row["run_id"], row["run_hash"], parse_status(row["status"]), row["failure"],
+            row["variant"], row["seed"], row["lr"], row["stage"], tuple(row["sweeps"]),
+            row["size"], row["device"], {m: row.get(m) for m in metrics})
+    return runs
+
+
+def status_of(run: RecordedRun | None) -> RunStatus | None:
+    return run.status if run is not None else None
+
+
+def state_of(run: RecordedRun | None, retry_failed: bool) -> PlanState:
     status = status_of(run)
     if status in DONE_STATUSES:
         return PlanState.DONE
@@ -190,21 +219,16 @@ def state_of(run: Any | None, retry_failed: bool) -> PlanState:
     return PlanState.TO_RUN
 
 
-def _sweep_members(recorded: dict[str, Any], sweep_name: str
-                   ) -> dict[tuple[str, str, str, str], Any]:
-    """The sweep's recorded runs by (variant, seed, lr, stage) tags: what a name-based plan
-    would have called the same run."""
-    key = f"{SWEEP_TAG_PREFIX}{sweep_name}"
-    members = {}
-    for run in recorded.values():
-        tags = run.data.tags
-        if tags.get(key) == IN_SWEEP:
-            members[(tags.get(Tag.VARIANT, ""), tags.get(Tag.SEED, ""), tags.get(Tag.LR, ""),
-                     tags.get(Tag.STAGE, NO_VALUE))] = run
-    return members
+def _sweep_members(recorded: dict[str, RecordedRun], sweep_name: str
+                   ) -> dict[tuple[str | None, int | None, float | None, str | None],
+                             RecordedRun]:
+    """The sweep's recorded runs by (variant, seed, lr, stage): what a name-based plan would
+    have called the same run."""
+    return {(run.variant, run.seed, run.lr, run.stage): run for run in recorded.values()
+            if sweep_name in run.sweeps}
 
 
-def make_plan(pairs: list[tuple[VariantSpec, Recipe]], recorded: dict[str, Any],
+def make_plan(pairs: list[tuple[VariantSpec, Recipe]], recorded: dict[str, RecordedRun],
               numerics: Numerics, retry_failed: bool = False, sweep_name: str | None = None,
               stages: Sequence[Stage] = ()) -> list[PlannedRun]:
     """One ``PlannedRun`` per distinct hash, in order: each pair's run, then its ``stages``,
@@ -227,12 +251,12 @@ def make_plan(pairs: list[tuple[VariantSpec, Recipe]], recorded: dict[str, Any],
             return first.setting
         run = recorded.get(h)
         state = state_of(run, retry_failed)
-        stale = members.get((spec.id, str(recipe.seed), str(recipe.lr), stage or NO_VALUE))
+        stale = members.get((spec.id, recipe.seed, recipe.lr, stage))
         stale_id = None
-        if run is None and stale is not None and stale.data.tags.get(Tag.RUN_HASH) != h:
-            state, stale_id = PlanState.STALE, stale.info.run_id
-        failure = run.data.tags.get(Tag.FAILURE) if run is not None else None
-        plan[h] = PlannedRun(setting, state, run.info.run_id if run else None,
+        if run is None and stale is not None and stale.run_hash != h:
+            state, stale_id = PlanState.STALE, stale.run_id
+        failure = run.failure if run is not None else None
+        plan[h] = PlannedRun(setting, state, run.run_id if run else None,
                              status_of(run), stale_id, failure=failure, stage=stage)
         return setting
 
@@ -280,15 +304,13 @@ def plan_notes(plan: list[PlannedRun]) -> list[str]:
     return notes
 
 
-def measured_tokens_per_s(recorded: dict[str, Any]) -> dict[tuple[str, str], float]:
-    """Median training throughput of finished runs, by (size preset, device type)."""
+def measured_tokens_per_s(recorded: dict[str, RecordedRun]) -> dict[tuple[str, str], float]:
+    """Median training throughput of recorded runs, by (size preset, device type)."""
     by_size: dict[tuple[str, str], list[float]] = {}
     for run in recorded.values():
-        tps = run.data.metrics.get("tokens_per_s")
-        size = run.data.tags.get(Tag.SIZE)
-        device = run.data.tags.get(Tag.DEVICE, "cpu")
-        if tps and size:
-            by_size.setdefault((size, device), []).append(tps)
+        tps = run.metrics.get("tokens_per_s")
+        if tps and not math.isnan(tps) and run.size:
+            by_size.setdefault((run.size, run.device or "cpu"), []).append(tps)
     return {key: sorted(v)[len(v) // 2] for key, v in by_size.items()}
 
 
@@ -304,8 +326,8 @@ def flops_per_token(spec: VariantSpec, size: str, seq_len: int) -> float:
     return _FLOPS[key]
 
 
-def estimate(plan: list[PlannedRun], recorded: dict[str, Any], parallel: int | None = None
-             ) -> Estimate:
+def estimate(plan: list[PlannedRun], recorded: dict[str, RecordedRun],
+             parallel: int | None = None) -> Estimate:
     """Tokens, training FLOPs and time of the runs left to do. Time: the measured throughput
     of recorded runs of the same size and device, else on CUDA an assumed ``ASSUMED_MFU`` of
     an H200's bf16 peak, else ``TINY_CPU_TOKENS_PER_S``."""

@@ -1,7 +1,7 @@
 """``gatelab sweep NAME --until-decided``: add seeds in rounds until each claim the sweep tests
 is decided or the seed cap is reached.
 
-The rounds follow a ``Design`` (``dashboards/sequential.py``): the sweep's own seeds first,
+The rounds follow a ``Design`` (``dashboards/stats/sequential.py``): the sweep's own seeds first,
 then two new seeds per round up to the cap. The design is fixed at the first round and
 recorded as an experiment tag (``gatelab.contract.design_tag``), so that a second invocation,
 and every report, replays the same looks; a different cap later is refused rather than
@@ -17,13 +17,17 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-import polars as pl
-
 from gatelab.contract import TO_TRAIN, design_tag
-from gatelab.dashboards.claims import Claim, load_claims
-from gatelab.dashboards.runs import load
-from gatelab.dashboards.sequential import PROCEDURE, Design, design_for
-from gatelab.dashboards.verdicts import INCONCLUSIVE, testable, verdicts
+from gatelab.dashboards.decide import (
+    PROCEDURE,
+    Claim,
+    Design,
+    design_for,
+    load_claims,
+    load_frame,
+    open_claims,
+    testable,
+)
 from gatelab.experiment import ensure_experiment
 from gatelab.runners.sweep.context import SweepContext
 from gatelab.runners.sweep.driver import SummaryRow, plan_sweep, run_plan, slots
@@ -86,16 +90,6 @@ def fix_design(ctx: SweepContext, name: str, sweep: Sweep, max_seeds: int | None
     return design
 
 
-def open_claims(frame: pl.DataFrame, claims: Sequence[Claim], design: Design) -> list[str]:
-    """The claims with a row the design has not decided yet (and could: a t-test row)."""
-    if frame.is_empty():
-        return [c.id for c in claims]
-    table = verdicts(frame, claims, design)
-    undecided = table.filter(pl.col("procedure").str.starts_with(PROCEDURE)
-                             & (pl.col("verdict") == INCONCLUSIVE))
-    return list(dict.fromkeys(undecided["claim"].to_list()))
-
-
 def round_variants(sweep: Sweep, claims: Sequence[Claim], open_ids: Sequence[str]
                    ) -> tuple[str, ...]:
     """The sweep's variants that the open claims compare (with their controls)."""
@@ -112,8 +106,9 @@ def plan_round(name: str, sweep: Sweep, ctx: SweepContext, design: Design, look:
     """The sweep narrowed to one look's seeds and variants, planned, with its cost."""
     narrowed = replace(sweep, variants=tuple(variants), select=None,
                        seeds=design.seeds_at(look))
-    plan, _ = plan_sweep(name, ctx, narrowed)
-    cost = estimate(plan, recorded_runs(ctx.client, ctx.experiment), slots(sweep))
+    recorded = recorded_runs(ctx.uri, ctx.experiment)
+    plan, _ = plan_sweep(name, ctx, narrowed, recorded)
+    cost = estimate(plan, recorded, slots(sweep))
     return narrowed, plan, cost
 
 
@@ -143,7 +138,7 @@ def run_until_decided(name: str, sweep: Sweep, ctx: SweepContext, max_seeds: int
             f"{cost.parallel_slots} slots ({cost.throughput_source} throughput)")
         summary = run_plan(name, narrowed, ctx, plan, ctx.numerics(sweep.resources),
                            observer(todo) if observer is not None else None)
-        frame = load(name, ctx.uri, ctx.experiment).frame
+        frame = load_frame(ctx.uri, ctx.experiment, name)
         open_ids = open_claims(frame, chosen, design) if testable(frame, chosen) else open_ids
         rounds.append(Round(look, design.seeds_at(look), variants, cost, summary,
                             tuple(open_ids)))

@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 
 from gatelab.contract import Tag, sweep_tag
-from gatelab.dashboards.load import to_frame
-from gatelab.dashboards.raw_runs import KV_SCHEMA, METRIC_SCHEMA, RUNS_SCHEMA, RawRuns
+from gatelab.dashboards.store.frame import to_frame
+from gatelab.dashboards.store.raw_runs import KV_SCHEMA, METRIC_SCHEMA, RUNS_SCHEMA, RawRuns
 
 GATES = {"baseline": ("none", "none", "T1-1"), "g1-elementwise": ("G1", "elementwise", "T1-5"),
          "g1-headwise": ("G1", "headwise", "T1-10"), "g2-elementwise": ("G2", "elementwise",

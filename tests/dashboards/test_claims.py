@@ -9,10 +9,11 @@ import polars as pl
 import pytest
 from synthetic import FakeRun, frame
 
-from gatelab.dashboards.claims import ClaimKind, Direction, Scale, load_claims
-from gatelab.dashboards.verdicts import REPRODUCED, verdicts
+from gatelab.dashboards.verdicts.claims import ClaimKind, Direction, Scale, load_claims
+from gatelab.dashboards.verdicts.procedure import verdicts
 from gatelab.registry.errors import SpecError
 from gatelab.registry.loader import spec_paths
+from gatelab.verdict import Verdict
 
 
 def test_the_shipped_claims_load_and_name_registered_variants() -> None:
@@ -53,7 +54,7 @@ def test_a_user_adds_a_claim_without_code(tmp_path: Path,
     table = verdicts(frame(runs), [claim])
     row = table.row(0, named=True)
     assert table.height == 1 and row["claim"] == "headwise-raises-gate-scores"
-    assert row["verdict"] == REPRODUCED and row["estimate"] == pytest.approx(0.0515)
+    assert row["verdict"] == Verdict.REPRODUCED and row["estimate"] == pytest.approx(0.0515)
 
 
 @pytest.mark.parametrize(("entry", "field", "says"), [

@@ -10,8 +10,8 @@ from synthetic import Store
 
 from gatelab.cli.main import main
 from gatelab.dashboards import load
-from gatelab.dashboards.columns import FINAL_METRICS
-from gatelab.dashboards.compare import compare_variants
+from gatelab.dashboards.store.columns import FINAL_METRICS
+from gatelab.dashboards.tables.compare import compare_variants
 
 
 def test_compare_pairs_every_metric_on_seeds(store: Store, tmp_path: Path,
@@ -27,8 +27,10 @@ def test_compare_pairs_every_metric_on_seeds(store: Store, tmp_path: Path,
     # g1-elementwise finished seeds 0 and 1 at 4.9 + 0.1 s, the baseline 5.0 + 0.1 s.
     assert loss["n_pairs"] == 2 and loss["diff"] == pytest.approx(-0.1)
     assert loss["mean_a"] == pytest.approx(4.95) and loss["mean_b"] == pytest.approx(5.1)
-    html = page.read_text()
-    assert "<table" in html and "g1-elementwise against baseline" in html
+    html = page.read_text()  # the report's templates and CSS, not a page of its own
+    assert "<title>g1-elementwise against baseline</title>" in html
+    assert '<table class="table">' in html and "table.table th" in html
+    assert "<td>val_loss</td>" in html
 
 
 def test_compare_names_an_unknown_variant(store: Store,

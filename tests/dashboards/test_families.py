@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from synthetic import FakeRun, frame
 
-from gatelab.dashboards.families import UNKNOWN, family_of, family_table
+from gatelab.dashboards.tables.families import UNKNOWN, family_of, family_table
 from gatelab.registry.schema import Family
 
 BASE = [5.00, 5.10, 4.95]

@@ -13,7 +13,7 @@ from synthetic import FakeRun, Store, frame
 
 from gatelab import dashboards
 from gatelab.contract import sqlite_path
-from gatelab.dashboards.columns import FINAL_METRICS
+from gatelab.dashboards.store.columns import FINAL_METRICS
 
 
 def test_one_row_per_training_run_of_the_sweep(store: Store) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from gatelab.dashboards.long_context import loss_by_length, loss_by_position
+from gatelab.dashboards.tables.long_context import loss_by_length, loss_by_position
 
 
 def chain_frame() -> pl.DataFrame:

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from gatelab.dashboards.stats import (
-    ALPHA,
+from gatelab.dashboards.stats.inference import ALPHA, ci_half_width, sd_from_ci95
+from gatelab.dashboards.stats.power import (
     POWER,
     SEEDS_NEEDED_CAP,
-    ci_half_width,
     mde,
     power_analysis,
-    sd_from_ci95,
     seeds_needed,
     t_test_power,
 )

@@ -11,9 +11,10 @@ import pytest
 from scipy import stats as sps
 from synthetic import FakeRun, frame
 
-from gatelab.dashboards.sequential import Design, decide, design_for, obf_spending
-from gatelab.dashboards.stats import t_test_power
-from gatelab.dashboards.verdicts import INCONCLUSIVE, REPRODUCED, UNDECIDED, verdicts
+from gatelab.dashboards.stats.power import t_test_power
+from gatelab.dashboards.stats.sequential import Design, decide, design_for, obf_spending
+from gatelab.dashboards.verdicts.procedure import verdicts
+from gatelab.verdict import Verdict
 
 ALPHA = 0.05
 
@@ -106,7 +107,7 @@ def test_a_report_replays_the_looks_and_keeps_an_early_decision() -> None:
     # look (3 seeds) and kept there.
     table = verdicts(frame(_runs([-0.1] * 3 + [0.3] * 4)), design=design)
     row = table.filter(pl.col("claim") == "gate-lowers-loss").row(0, named=True)
-    assert row["verdict"] == REPRODUCED and row["n"] == 3
+    assert row["verdict"] == Verdict.REPRODUCED and row["n"] == 3
     assert "decided at look 1 of 3 (3 seeds, cap 7)" in str(row["statistic"])
     assert "alpha spending" in str(row["procedure"])
 
@@ -116,7 +117,7 @@ def test_a_claim_open_at_the_last_look_is_undecided_within_the_cap() -> None:
     noisy = [0.01, -0.02, 0.015, -0.01, 0.0]
     table = verdicts(frame(_runs(noisy)), design=design)
     row = table.filter(pl.col("claim") == "gate-lowers-loss").row(0, named=True)
-    assert row["verdict"] == UNDECIDED and row["n"] == 5
+    assert row["verdict"] == Verdict.UNDECIDED and row["n"] == 5
     assert "look 2 of 2" in str(row["statistic"]) and "would take about" in str(row["statistic"])
 
 
@@ -130,5 +131,5 @@ def test_a_look_still_training_is_not_taken_for_the_last_one() -> None:
     partial.append(FakeRun("g1-elementwise", 3, 5.1, status="running"))
     table = verdicts(frame(partial), design=design)
     row = table.filter(pl.col("claim") == "gate-lowers-loss").row(0, named=True)
-    assert row["verdict"] == INCONCLUSIVE and row["n"] == 3
+    assert row["verdict"] == Verdict.INCONCLUSIVE and row["n"] == 3
     assert "look 1 of 2 (3 seeds, cap 5): not decided" in str(row["statistic"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from gatelab.dashboards.sink_onset import sink_onset
+from gatelab.dashboards.tables.sink_onset import sink_onset
 from gatelab.runners.run.schedule import eval_steps
 
 

@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from synthetic import FakeRun, frame, log_run
 
 from gatelab import dashboards
-from gatelab.dashboards import plots
-from gatelab.dashboards.report import draw_plots
+from gatelab.dashboards.report import plots
+from gatelab.dashboards.report.write import draw_plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SCHEMA = {"run_id": pl.Utf8, "metric": pl.Utf8, "step": pl.Int64, "value": pl.Float64}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from gatelab.dashboards.stats import (
+from gatelab.dashboards.stats.inference import (
     ci_half_width,
     fisher_greater,
     mean_ci,

@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as sps
 from synthetic import FakeRun, frame
 
-from gatelab.dashboards import tables
-from gatelab.dashboards.compare import paired_diff, summarise
+from gatelab.dashboards.tables import paper_tables as tables
+from gatelab.dashboards.tables.compare import paired_diff, summarise
 
 BASE = [5.00, 5.10, 4.95, 5.05]
 GATED = [4.90, 5.02, 4.80, 4.97]

@@ -10,21 +10,16 @@ import polars as pl
 import pytest
 from synthetic import FakeRun, frame
 
-from gatelab.dashboards.lr_tolerance import (
+from gatelab.dashboards.stats.inference import holm
+from gatelab.dashboards.stats.power import mde, seeds_needed
+from gatelab.dashboards.tables.lr_tolerance import (
     lr_grid,
     lr_summary,
     lr_tolerance,
     massive_activations_per_lr,
 )
-from gatelab.dashboards.stats import holm, mde, seeds_needed
-from gatelab.dashboards.verdicts import (
-    CONFOUNDED,
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
-    untested,
-    verdicts,
-)
+from gatelab.dashboards.verdicts.procedure import untested, verdicts
+from gatelab.verdict import Verdict
 
 LRS = (1e-3, 1e-2, 1e-1)
 
@@ -96,21 +91,22 @@ def paired_runs(delta: float, n: int, **metrics: float) -> list[FakeRun]:
 
 def test_a_clear_gain_on_several_seeds_is_reproduced() -> None:
     v = verdict_of(paired_runs(-0.05, 5, f_attn=0.1, m_act=20.0), "gate-lowers-loss")
-    assert v["verdict"] == REPRODUCED and v["n"] == 5
+    assert v["verdict"] == Verdict.REPRODUCED and v["n"] == 5
     assert v["estimate"] == pytest.approx(-0.05, abs=0.002) and v["p_value"] < 0.001
     assert "paired t-test" in str(v["statistic"])
     sink = verdict_of(paired_runs(-0.05, 5, f_attn=0.1, m_act=20.0), "sink-removed")
-    assert sink["verdict"] == REPRODUCED
+    assert sink["verdict"] == Verdict.REPRODUCED
 
 
 def test_a_clear_loss_is_not_reproduced() -> None:
-    assert verdict_of(paired_runs(+0.05, 5), "gate-lowers-loss")["verdict"] == NOT_REPRODUCED
+    verdict = verdict_of(paired_runs(+0.05, 5), "gate-lowers-loss")["verdict"]
+    assert verdict == Verdict.NOT_REPRODUCED
 
 
 def test_one_seed_is_inconclusive_whatever_the_effect() -> None:
     table = verdicts(frame(paired_runs(-0.5, 1, f_attn=0.01, m_act=1.0) + [
         FakeRun("g1-headwise", 0, 4.6)]))
-    assert set(table["verdict"].to_list()) == {INCONCLUSIVE}
+    assert set(table["verdict"].to_list()) == {Verdict.INCONCLUSIVE}
     gain = table.filter(pl.col("claim") == "gate-lowers-loss").row(0, named=True)
     assert gain["p_value"] is None and "n=1" in str(gain["note"])
 
@@ -118,7 +114,7 @@ def test_one_seed_is_inconclusive_whatever_the_effect() -> None:
 def test_small_noisy_effects_are_inconclusive() -> None:
     runs = ([FakeRun("baseline", s, v) for s, v in enumerate([5.0, 5.2, 4.9])]
             + [FakeRun("g1-elementwise", s, v) for s, v in enumerate([5.1, 5.0, 4.95])])
-    assert verdict_of(runs, "gate-lowers-loss")["verdict"] == INCONCLUSIVE
+    assert verdict_of(runs, "gate-lowers-loss")["verdict"] == Verdict.INCONCLUSIVE
 
 
 def test_no_sink_in_the_baseline_makes_the_sink_claim_inconclusive() -> None:
@@ -128,7 +124,7 @@ def test_no_sink_in_the_baseline_makes_the_sink_claim_inconclusive() -> None:
                for s in range(5)])
     v = verdict_of(runs, "sink-removed")
     assert v["estimate"] < 1 and v["p_value"] < 0.05  # significant, yet there is no sink
-    assert v["verdict"] == INCONCLUSIVE and "no attention sink" in str(v["note"])
+    assert v["verdict"] == Verdict.INCONCLUSIVE and "no attention sink" in str(v["note"])
 
 
 def test_the_sink_precondition_is_measured_per_head() -> None:
@@ -141,9 +137,10 @@ def test_the_sink_precondition_is_measured_per_head() -> None:
                 + [FakeRun("g1-elementwise", s, 4.9, metrics={"f_attn": 0.03 + 0.002 * s,
                                                               "sink_head_max": 0.1})
                    for s in range(5)])
-    assert verdict_of(runs(0.6), "sink-removed")["verdict"] == REPRODUCED
+    assert verdict_of(runs(0.6), "sink-removed")["verdict"] == Verdict.REPRODUCED
     flat = verdict_of(runs(0.2), "sink-removed")
-    assert flat["verdict"] == INCONCLUSIVE and "largest head puts 0.220" in str(flat["note"])
+    assert flat["verdict"] == Verdict.INCONCLUSIVE
+    assert "largest head puts 0.220" in str(flat["note"])
 
 
 def test_headwise_keeps_most_of_the_gain() -> None:
@@ -153,21 +150,21 @@ def test_headwise_keeps_most_of_the_gain() -> None:
     keeps = [FakeRun("g1-headwise", s, 5.0 + 0.05 * s - 0.09 - noise[s]) for s in range(5)]
     loses = [FakeRun("g1-headwise", s, 5.0 + 0.05 * s - 0.01 - noise[s]) for s in range(5)]
     v = verdict_of(base + elem + keeps, "headwise-keeps-gain")
-    assert v["verdict"] == REPRODUCED and v["estimate"] == pytest.approx(0.9, abs=0.03)
+    assert v["verdict"] == Verdict.REPRODUCED and v["estimate"] == pytest.approx(0.9, abs=0.03)
     v = verdict_of(base + elem + loses, "headwise-keeps-gain")
-    assert v["verdict"] == NOT_REPRODUCED and v["estimate"] == pytest.approx(0.1, abs=0.03)
+    assert v["verdict"] == Verdict.NOT_REPRODUCED and v["estimate"] == pytest.approx(0.1, abs=0.03)
 
 
 def test_larger_stable_lr_needs_enough_seeds() -> None:
     three = verdict_of(grid_runs(3), "larger-stable-lr")
     assert three["estimate"] == pytest.approx(10.0)
     # At 1e-2 the baseline diverged 1/3 and the gate 0/3: Fisher p = 0.5, not enough.
-    assert three["verdict"] == INCONCLUSIVE and three["p_value"] == pytest.approx(0.5)
+    assert three["verdict"] == Verdict.INCONCLUSIVE and three["p_value"] == pytest.approx(0.5)
     many = [FakeRun("baseline", s, 5.0, lr=1e-3) for s in range(6)] + [
         FakeRun("baseline", s, lr=1e-2, status="diverged") for s in range(6)] + [
         FakeRun("g1-elementwise", s, 4.9, lr=lr) for s in range(6) for lr in (1e-3, 1e-2)]
     v = verdict_of(many, "larger-stable-lr")
-    assert v["verdict"] == REPRODUCED and v["p_value"] == pytest.approx(1 / 924)
+    assert v["verdict"] == Verdict.REPRODUCED and v["p_value"] == pytest.approx(1 / 924)
 
 
 def test_untested_claims_are_listed_not_judged() -> None:
@@ -184,7 +181,7 @@ def test_an_inconclusive_claim_says_how_many_seeds_would_decide_it() -> None:
     v = verdict_of(runs, "gate-lowers-loss")
     # Differences -0.02, -0.06, +0.05, -0.05: mean -0.02, sd 0.0523 over 4 pairs.
     sd = float(np.std([-0.02, -0.06, 0.05, -0.05], ddof=1))
-    assert v["verdict"] == INCONCLUSIVE and v["p_value"] > 0.05
+    assert v["verdict"] == Verdict.INCONCLUSIVE and v["p_value"] > 0.05
     assert v["mde"] == pytest.approx(mde(sd, 4)) and v["mde"] > abs(v["estimate"])
     assert v["seeds_needed"] == seeds_needed(-0.02, sd) and v["seeds_needed"] > 4
     assert v["power_note"] is None
@@ -195,7 +192,7 @@ def test_an_inconclusive_claim_says_how_many_seeds_would_decide_it() -> None:
 
 def test_a_decided_claim_keeps_its_power_numbers_out_of_the_statistic() -> None:
     v = verdict_of(paired_runs(-0.05, 5, f_attn=0.1, m_act=20.0), "gate-lowers-loss")
-    assert v["verdict"] == REPRODUCED
+    assert v["verdict"] == Verdict.REPRODUCED
     assert isinstance(v["mde"], float) and 0 < v["mde"] < abs(v["estimate"])
     assert isinstance(v["seeds_needed"], int) and 2 <= v["seeds_needed"] <= 5
     assert "would take" not in str(v["statistic"]) and "detectable" not in str(v["statistic"])
@@ -221,7 +218,8 @@ def test_the_one_sample_gate_score_claim_has_power_against_half() -> None:
     v = verdict_of(runs, "gate-scores-below-half")
     sd = float(np.std(scores, ddof=1))
     # Two level claims are tested on these runs (against 0.5 and 0.2): power at 0.05 / 2.
-    assert v["verdict"] == INCONCLUSIVE and v["mde"] == pytest.approx(mde(sd, 4, alpha=0.025))
+    assert v["verdict"] == Verdict.INCONCLUSIVE
+    assert v["mde"] == pytest.approx(mde(sd, 4, alpha=0.025))
     assert v["seeds_needed"] == seeds_needed(float(np.mean(scores)) - 0.5, sd, alpha=0.025)
 
 
@@ -237,15 +235,15 @@ def test_a_control_that_gains_as_much_stops_a_plain_reproduced() -> None:
     established but not the gate's; a control that gains nothing leaves "reproduced"."""
     base, gate = _gain("baseline", 0.0), _gain("g1-elementwise", -0.05)
     confounded = verdict_of(base + gate + _gain("sdpa-scale", -0.05), "gate-lowers-loss")
-    assert confounded["verdict"] == CONFOUNDED
+    assert confounded["verdict"] == Verdict.CONFOUNDED
     assert "does not beat sdpa-scale" in str(confounded["controls"])
     assert "sdpa-scale" in str(confounded["note"])
     clean = verdict_of(base + gate + _gain("sdpa-scale", 0.0), "gate-lowers-loss")
-    assert clean["verdict"] == REPRODUCED and "beats sdpa-scale" in str(clean["controls"])
+    assert clean["verdict"] == Verdict.REPRODUCED and "beats sdpa-scale" in str(clean["controls"])
     # The mechanism claim compares the two directly.
     direct = verdict_of(base + gate + _gain("sdpa-scale", -0.05), "gate-beats-scale-control")
     assert direct["comparison"] == "g1-elementwise vs sdpa-scale: val_loss"
-    assert direct["verdict"] == INCONCLUSIVE
+    assert direct["verdict"] == Verdict.INCONCLUSIVE
 
 
 def test_an_lr_grid_gives_a_verdict_per_lr_and_at_the_best_lr_never_pooled() -> None:
@@ -256,8 +254,8 @@ def test_an_lr_grid_gives_a_verdict_per_lr_and_at_the_best_lr_never_pooled() -> 
     table = verdicts(frame(runs)).filter(pl.col("claim") == "gate-lowers-loss")
     by_at = {r["at"]: r for r in table.iter_rows(named=True)}
     assert set(by_at) == {"lr 0.001", "lr 0.01", "best LR"}
-    assert by_at["lr 0.001"]["verdict"] == REPRODUCED and by_at["lr 0.001"]["lr"] == 1e-3
-    assert by_at["lr 0.01"]["verdict"] == NOT_REPRODUCED
+    assert by_at["lr 0.001"]["verdict"] == Verdict.REPRODUCED and by_at["lr 0.001"]["lr"] == 1e-3
+    assert by_at["lr 0.01"]["verdict"] == Verdict.NOT_REPRODUCED
     assert all(r["n"] == 5 for r in by_at.values())  # 5 pairs each, never 10
     # Both best at 1e-2: the gate's -0.14 against the baseline's -0.2.
     assert by_at["best LR"]["estimate"] == pytest.approx(0.06, abs=0.005)
@@ -274,7 +272,7 @@ def test_multiplicative_quantities_are_compared_as_log_ratios() -> None:
     v = verdict_of(runs, "massive-activations-lower")
     assert v["scale"] == "ratio" and v["estimate"] == pytest.approx(0.51, abs=0.01)
     assert v["ci_low"] < v["estimate"] < v["ci_high"] < 0.6
-    assert v["verdict"] == REPRODUCED and "m_act ratio 0.51" in str(v["statistic"])
+    assert v["verdict"] == Verdict.REPRODUCED and "m_act ratio 0.51" in str(v["statistic"])
 
 
 def test_holm_corrects_for_the_claims_tested_together() -> None:
@@ -299,7 +297,7 @@ def test_lr_tolerance_reads_degradation_as_well_as_divergence() -> None:
     assert cell(summary, "g1-elementwise", "largest_within_margin_lr") == 1e-1
     assert cell(summary, "g1-elementwise", "tolerance_ratio") == pytest.approx(10.0)
     v = verdict_of(runs, "larger-stable-lr")
-    assert v["verdict"] == REPRODUCED and "degrades from LR 0.1" in str(v["statistic"])
+    assert v["verdict"] == Verdict.REPRODUCED and "degrades from LR 0.1" in str(v["statistic"])
 
 
 def test_massive_activations_per_lr() -> None:

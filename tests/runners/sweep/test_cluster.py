@@ -100,7 +100,7 @@ def add_second_node(cluster: Cluster) -> None:
 
 def remove_second_node(cluster: Cluster, hard: bool) -> None:
     """``hard``: SIGKILL the node's raylet and everything under it, as a machine that dies."""
-    from gatelab.dashboards.ui import _descendants
+    from gatelab.tracking_server import _descendants
 
     if cluster.second is None:
         return

@@ -52,7 +52,7 @@ def check_readers_skip_the_parent(uri: str, client: MlflowClient, hashes: set[st
         for sweep in ("mini", None):
             frame = load(sweep, uri, "gatelab", backend=backend).frame  # type: ignore[arg-type]
             assert sorted(frame["run_hash"].to_list()) == sorted(hashes), (backend, sweep)
-    assert set(recorded_runs(client, "gatelab")) == hashes
+    assert set(recorded_runs(uri, "gatelab")) == hashes
 
 
 def test_a_sweep_nests_its_runs_under_one_parent(place: dict[str, str]) -> None:

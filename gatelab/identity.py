@@ -2,12 +2,12 @@
 
 The runner (``gatelab.runners.run.setting``) resolves a run into four plain parts and this
 module hashes them: the architecture (every backbone field after the spec's capacity and
-parameter matching, the gate or control, the norm placement), the training fields that change
-the numbers (steps, batch, sequence length, LR schedule, optimizer, measurement sizes), the
-data (the corpus's content hash, tokenizer kind, vocabulary and version, window placement) and
-the numerics (device type, precision, attention kernel family), plus the seed. Names (of the
-variant, recipe or size preset), file paths, evaluation and checkpoint cadence, ``compile``,
-resources and logging are never part of it.
+parameter matching, and every other field of the spec's architecture), the training fields
+that change the numbers (steps, batch, sequence length, LR schedule, optimizer, measurement
+sizes), the data (the corpus's content hash, tokenizer kind, vocabulary and version, window
+placement) and the numerics (device type, precision, attention kernel family), plus the seed.
+Names (of the variant, recipe or size preset), file paths, evaluation and checkpoint cadence,
+``compile``, resources and logging are never part of it.
 
 Three hashes come out: the run's (``run_hash``); the setting's, the conditions a comparison of
 variants shares (the size's backbone before the variant changes it, the training, the data and

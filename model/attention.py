@@ -14,56 +14,42 @@ from gatelab.model.norms import RMSNorm
 from gatelab.model.rope import apply_rope
 from gatelab.model.switch_head import Router, kv_projections
 from gatelab.registry.backbone import Backbone
-from gatelab.registry.schema import (
-    GateSpec,
-    NormaliserSpec,
-    Position,
-    SdpaControl,
-    SwitchHeadSpec,
-)
+from gatelab.registry.schema import Architecture, Position
 
 Tensor = torch.Tensor
-
-SOFTMAX = NormaliserSpec()
-"""The paper's normaliser, the default."""
 
 
 class Attention(nn.Module):
     """Q/K/V projections, QK-norm, RoPE, causal attention, output projection; and G1..G5.
 
-    Every insertion point holds a module ``(x, y) -> y'``: a ``Gate``, a control, or
-    ``Passthrough``; ``wk`` and ``wv`` are linear layers or SwitchHead experts; ``normalise``
-    turns scores into weights, and ``kernel`` is the fused kernel for softmax or the explicit
-    path with ``normalise``. ``forward`` therefore has no branch on the variant.
+    Built from the resolved backbone and the architecture's attention fields (``gate``,
+    ``sdpa_control``, ``normaliser``, ``switch_head``). Every insertion point holds a module
+    ``(x, y) -> y'``: a ``Gate``, a control, or ``Passthrough``; ``wk`` and ``wv`` are linear
+    layers or SwitchHead experts; ``normalise`` turns scores into weights, and ``kernel`` is the
+    fused kernel for softmax or the explicit path with ``normalise``. ``forward`` therefore has
+    no branch on the variant.
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        gate: GateSpec | None = None,
-        control: SdpaControl | None = None,
-        kernel: attention_ops.Kernel = attention_ops.Kernel.SDPA,
-        normaliser: NormaliserSpec = SOFTMAX,
-        switch_head: SwitchHeadSpec | None = None,
-    ):
+    def __init__(self, backbone: Backbone, arch: Architecture,
+                 kernel: attention_ops.Kernel = attention_ops.Kernel.SDPA):
         super().__init__()
         bb = backbone
         self.n_heads, self.n_kv_heads, self.head_dim = bb.n_heads, bb.n_kv_heads, bb.head_dim
         out_std = 0.02 / (2 * bb.n_layers) ** 0.5
         self.wq = linear(bb.d_model, bb.n_heads * bb.head_dim)
-        self.wk, self.wv = kv_projections(bb, switch_head)
+        self.wk, self.wv = kv_projections(bb, arch.switch_head)
         self.wo = linear(bb.n_heads * bb.head_dim, bb.d_model, std=out_std)
         self.q_norm = RMSNorm(bb.head_dim, bb.norm_eps) if bb.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(bb.head_dim, bb.norm_eps) if bb.qk_norm else nn.Identity()
-        points = insertion_points(gate, control, bb)
+        points = insertion_points(arch.gate, arch.sdpa_control, bb)
         self.gate_sdpa = points[Position.G1]
         self.gate_v = points[Position.G2]
         self.gate_k = points[Position.G3]
         self.gate_q = points[Position.G4]
         self.gate_out = points[Position.G5]
-        self.normalise = build_normaliser(normaliser, bb.n_heads)
-        self.kernel = attention_ops.kernel_for(attention_ops.kernel_used(kernel, normaliser),
-                                               self.normalise)
+        self.normalise = build_normaliser(arch.normaliser, bb.n_heads)
+        self.kernel = attention_ops.kernel_for(
+            attention_ops.kernel_used(kernel, arch.normaliser), self.normalise)
 
     def gates(self) -> list[Gate | Router]:
         """The modules of this layer that apply gate scores, each with a ``scores_out`` hook:

@@ -1,10 +1,11 @@
 """Causal attention kernels on (B, T, H, K) tensors with grouped-query key/values.
 
 ``sdpa`` (torch's fused kernel) is the default; ``flash`` uses flash-attn (installed, on CUDA,
-in bf16); ``explicit`` also returns the probabilities, for the
-measurements that need them (attention sink, attention maps). ``explicit`` is the reference the
-other two are tested against. The fused kernels compute softmax only: ``kernel_used`` gives every
-other normaliser (``gatelab.model.normalisers``) the explicit path, whatever kernel is named.
+in bf16); ``explicit`` computes the weights with a normaliser (``gatelab.model.normalisers``)
+and also returns them, for the measurements that need them (attention sink, attention maps).
+``explicit`` with ``Softmax`` is the reference the other two are tested against. The fused
+kernels compute softmax only: ``kernel_used`` gives every other normaliser the explicit path,
+whatever kernel is named.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from gatelab.model.normalisers import Softmax
 from gatelab.registry.schema import Normaliser, NormaliserSpec
 
 Tensor = torch.Tensor
@@ -51,14 +53,10 @@ Normalise = Callable[[Tensor, Tensor], Tensor]
 where a key comes after its query)."""
 
 
-def causal_softmax(scores_BHTS: Tensor, future_TS: Tensor) -> Tensor:
-    return scores_BHTS.masked_fill(future_TS, float("-inf")).softmax(-1)
-
-
-def explicit(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor,
-             normalise: Normalise = causal_softmax) -> tuple[Tensor, Tensor]:
+def explicit(q_BTHK: Tensor, k_BTGK: Tensor, v_BTGK: Tensor, normalise: Normalise
+             ) -> tuple[Tensor, Tensor]:
     """Output (B, T, H, K) and the weights ``normalise`` gives (B, H, T_query, T_key): for
-    softmax, the probabilities."""
+    ``Softmax``, the probabilities."""
     group = q_BTHK.shape[2] // k_BTGK.shape[2]
     k_BHTK = k_BTGK.repeat_interleave(group, dim=2).transpose(1, 2)
     v_BHTK = v_BTGK.repeat_interleave(group, dim=2).transpose(1, 2)
@@ -107,19 +105,17 @@ def resolve_kernel(choice: KernelChoice | str, device_type: str, half_precision:
     return Kernel(choice.value)
 
 
-def _explicit_out(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    return explicit(q, k, v)[0]
+def _explicit_output(q: Tensor, k: Tensor, v: Tensor, normalise: Normalise) -> Tensor:
+    """``explicit``'s output alone: the kernel's signature."""
+    return explicit(q, k, v, normalise)[0]
 
 
 KERNELS: dict[Kernel, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
     Kernel.SDPA: sdpa,
     Kernel.FLASH: flash,
-    Kernel.EXPLICIT: _explicit_out,
+    Kernel.EXPLICIT: functools.partial(_explicit_output, normalise=Softmax()),
 }
-
-
-def _explicit_with(q: Tensor, k: Tensor, v: Tensor, normalise: Normalise) -> Tensor:
-    return explicit(q, k, v, normalise)[0]
+"""Each kernel family's attention function for softmax (the explicit path with ``Softmax``)."""
 
 
 def kernel_used(kernel: Kernel, normaliser: NormaliserSpec) -> Kernel:
@@ -132,5 +128,5 @@ def kernel_for(kernel: Kernel, normalise: Normalise) -> Callable[[Tensor, Tensor
     """The attention function of ``kernel`` (see ``kernel_used``); the explicit path with
     ``normalise``."""
     if kernel is Kernel.EXPLICIT:
-        return functools.partial(_explicit_with, normalise=normalise)
+        return functools.partial(_explicit_output, normalise=normalise)
     return KERNELS[kernel]

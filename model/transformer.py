@@ -44,8 +44,7 @@ class Block(nn.Module):
         bb = backbone
         out_std = DEFAULT_STD / (2 * bb.n_layers) ** 0.5
         self.attn_norm = RMSNorm(bb.d_model, bb.norm_eps)
-        self.attn = Attention(bb, arch.gate, arch.sdpa_control, kernel, arch.normaliser,
-                              arch.switch_head)
+        self.attn = Attention(bb, arch, kernel)
         self.attn_out_norm = OUTPUT_NORMS[arch.norm](bb.d_model, bb.norm_eps)
         self.ffn_norm = RMSNorm(bb.d_model, bb.norm_eps)
         self.ffn: SwiGLU | MoE = (

@@ -4,7 +4,9 @@ Every mistake becomes a ``Problem`` naming the dotted field, the bad value, and 
 all problems of a file are collected before anything is reported. Every number read must be
 finite (no ``.nan``, ``.inf``); a field declared with ``bounded`` (or given a bound by the
 caller, as the spec's are in ``registry/rules.py``) must also lie in its ``Bound``, which is
-checked here, where the field is read (for a tuple: each item).
+checked here, where the field is read (for a tuple: each item). A field declared with
+``inlined`` holds a dataclass whose fields are written at its parent's level (the spec's
+architecture: a spec file is flat), as ``gatelab.registry.schema.to_plain`` writes them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import enum
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +27,8 @@ _T = TypeVar("_T")
 
 BOUND_KEY = "gatelab.bound"
 """The key of a field's ``Bound`` in its ``dataclasses.field`` metadata."""
+INLINED_KEY = "gatelab.inlined"
+"""The key, in a field's ``dataclasses.field`` metadata, that marks it ``inlined``."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,27 @@ def bounded(default: _T, bound: Bound) -> _T:
     (each item of a tuple; ``None`` is not checked). State the bound in the field's docstring
     as ``Allowed: <str(bound)>``: tests compare the two."""
     return dataclasses.field(default=default, metadata={BOUND_KEY: bound})
+
+
+def inlined(factory: Callable[[], _T]) -> _T:
+    """A dataclass field, ``factory()`` by default, whose own fields are read from (and written
+    to, by ``to_plain``) its parent's mapping, as if they were the parent's: a flat file for a
+    nested type. Errors name them as the parent's (``gate.position``, not
+    ``architecture.gate.position``)."""
+    return dataclasses.field(default_factory=factory, metadata={INLINED_KEY: True})
+
+
+def is_inlined(f: dataclasses.Field[Any]) -> bool:
+    """Whether the field ``f`` was declared with ``inlined``."""
+    return bool(f.metadata.get(INLINED_KEY))
+
+
+def written_names(cls: type) -> list[str]:
+    """The names a mapping of dataclass ``cls`` is written with, in order: its fields, an
+    ``inlined`` field's own names in its place."""
+    hints = typing.get_type_hints(cls)
+    return [name for f in dataclasses.fields(cls)
+            for name in (written_names(hints[f.name]) if is_inlined(f) else [f.name])]
 
 
 def _check_number(value: float, bound: Bound | None, path: str) -> Problem | None:
@@ -131,21 +156,34 @@ def _convert_dataclass(cls: Any, value: object, problems: list[Problem], path: s
     if not isinstance(value, dict):
         problems.append(Problem(path or "<top>", f"expected a mapping, got {_show(value)}"))
         return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = written_names(cls)
     prefix = f"{path}." if path else ""
     for key in value:
-        if key not in fields:
+        if key not in names:
             problems.append(
                 Problem(
                     f"{prefix}{key}",
-                    f"unknown field{closest(str(key), fields)}; "
-                    f"allowed fields: {', '.join(fields)}",
+                    f"unknown field{closest(str(key), names)}; "
+                    f"allowed fields: {', '.join(names)}",
                 )
             )
+    return _convert_fields(cls, value, problems, prefix, bounds)
+
+
+def _convert_fields(cls: Any, value: dict[Any, Any], problems: list[Problem], prefix: str,
+                    bounds: Mapping[str, Bound]) -> Any:
+    """``cls`` from the known keys of ``value`` (an ``inlined`` field from the same mapping),
+    or ``None`` after appending its problems."""
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     ok = True
-    for name, f in fields.items():
+    for f in dataclasses.fields(cls):
+        name = f.name
+        if is_inlined(f):
+            before = len(problems)
+            kwargs[name] = _convert_fields(hints[name], value, problems, prefix, bounds)
+            ok = ok and len(problems) == before
+            continue
         raw = value.get(name, _MISSING)
         if raw is _MISSING:
             no_default = (

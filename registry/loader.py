@@ -1,8 +1,9 @@
 """Load variant specs from YAML with OmegaConf: resolve each file's ``base``, type and validate it.
 
 A spec file is a diff from its base: its architecture fields are deep-merged over the base's
-(``gate: null`` removes a base's gate). The descriptive fields (id, description, hypothesis,
-paper) are never inherited. Nothing is returned for an invalid file: ``SpecError`` says why.
+architecture (``gate: null`` removes a base's gate); the descriptive fields (id, description,
+hypothesis, base, paper, sources) are never inherited. Nothing is returned for an invalid file:
+``SpecError`` says why.
 ``load_all`` is strict (the first invalid file raises); ``load_all_valid`` returns the good
 specs and the errors of the bad files, so that one bad file fails only what uses it.
 
@@ -27,7 +28,7 @@ from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 from gatelab.registry.errors import Problem, SpecError, closest
 from gatelab.registry.from_dict import from_dict
 from gatelab.registry.rules import BOUNDS, check
-from gatelab.registry.schema import SPEC_ONLY_FIELDS, VariantSpec
+from gatelab.registry.schema import VariantSpec, architecture_dict
 from gatelab.shipped import ablation_folders
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -182,9 +183,7 @@ def _merged_dict(path: Path, folders: tuple[Path, ...], chain: tuple[str, ...]) 
         raise SpecError(source, [
             Problem("base", f"{base_id!r} is invalid: {p.source or err.source}: {p.field}: "
                     f"{p.message}") for p in err.problems]) from None
-    inherited = {
-        k: v for k, v in _as_yaml_data(base_spec).items() if k not in SPEC_ONLY_FIELDS
-    }
+    inherited = architecture_dict(base_spec)
     try:
         merged = OmegaConf.merge(OmegaConf.create(inherited), OmegaConf.create(own))
     except OmegaConfBaseException as err:
@@ -205,11 +204,3 @@ def _find_base(base_id: str, folders: tuple[Path, ...]) -> Path | None:
 
 def _first_line(err: Exception) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
-
-
-def _as_yaml_data(spec: VariantSpec) -> dict[str, Any]:
-    from gatelab.registry.schema import to_plain
-
-    data = to_plain(spec)
-    assert isinstance(data, dict)
-    return data

@@ -97,4 +97,4 @@ def get_preset(name: str) -> Backbone:
 
 def tiny_preset_for(spec: VariantSpec) -> str:
     """The CPU-sized preset a spec builds at: ``tiny-moe`` where it needs experts."""
-    return "tiny-moe" if spec.capacity.extra_experts else "tiny"
+    return "tiny-moe" if spec.architecture.capacity.extra_experts else "tiny"

@@ -40,7 +40,7 @@ enough that ``gatelab list`` can build every spec at the paper's size on the met
 
 
 def _no_heads_at_g5(spec: VariantSpec) -> list[Problem]:
-    gate = spec.gate
+    gate = spec.architecture.gate
     if gate is None or gate.position is not Position.G5:
         return []
     problems = []
@@ -57,11 +57,12 @@ def _no_heads_at_g5(spec: VariantSpec) -> list[Problem]:
 
 
 def _control_excludes_gate(spec: VariantSpec) -> list[Problem]:
-    if spec.gate is not None and spec.sdpa_control is not None:
+    arch = spec.architecture
+    if arch.gate is not None and arch.sdpa_control is not None:
         return [
             Problem(
                 "sdpa_control",
-                f"{spec.sdpa_control.value!r} cannot be combined with a gate: the paper's "
+                f"{arch.sdpa_control.value!r} cannot be combined with a gate: the paper's "
                 "controls replace the gate; set gate: null or sdpa_control: null",
             )
         ]
@@ -69,7 +70,7 @@ def _control_excludes_gate(spec: VariantSpec) -> list[Problem]:
 
 
 def _independent_gate_has_no_bias(spec: VariantSpec) -> list[Problem]:
-    gate = spec.gate
+    gate = spec.architecture.gate
     if gate is None or gate.input is not GateInput.INDEPENDENT or gate.init.bias is None:
         return []
     return [
@@ -82,7 +83,7 @@ def _independent_gate_has_no_bias(spec: VariantSpec) -> list[Problem]:
 
 
 def _stretch_only_for_clipped_softmax(spec: VariantSpec) -> list[Problem]:
-    norm = spec.normaliser
+    norm = spec.architecture.normaliser
     clipped = norm.kind is Normaliser.CLIPPED_SOFTMAX
     problems = []
     for name, value, example in (("gamma", norm.gamma, -0.03), ("zeta", norm.zeta, 1.0)):
@@ -97,7 +98,7 @@ def _stretch_only_for_clipped_softmax(spec: VariantSpec) -> list[Problem]:
 
 
 def _top_k_within_experts(spec: VariantSpec) -> list[Problem]:
-    switch = spec.switch_head
+    switch = spec.architecture.switch_head
     if switch is None or switch.top_k <= switch.n_experts:
         return []
     return [Problem("switch_head.top_k", f"{switch.top_k} is more than n_experts "
@@ -112,7 +113,7 @@ SWITCHED_POSITIONS = {
 
 
 def _no_gate_on_switched_projection(spec: VariantSpec) -> list[Problem]:
-    switch, gate = spec.switch_head, spec.gate
+    switch, gate = spec.architecture.switch_head, spec.architecture.gate
     if switch is None or gate is None:
         return []
     if gate.position not in SWITCHED_POSITIONS[switch.projections]:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
+from typing import Any
+
+from gatelab.registry.from_dict import inlined, is_inlined
 
 
 class Position(enum.StrEnum):
@@ -236,40 +239,18 @@ class Architecture:
     sdpa_control: SdpaControl | None = None
     """A non-gate transform of the SDPA output (Table 3); exclusive with ``gate``."""
     norm: NormPlacement = NormPlacement.PRE
+    """Where each block's attention and FFN are normed: before only (the paper's models), or
+    before and after (sandwich norm, the paper's Table 2 stabiliser)."""
     capacity: Capacity = field(default_factory=Capacity)
+    """More query or key/value heads, or more experts, than the size preset has (Table 1 rows
+    2-4): applied to the size's backbone before anything is built."""
     param_match: bool = False
-    """Narrow the FFN so the total parameter count equals the same architecture's without its
-    gate or control (the paper's dense runs do this)."""
-    normaliser: NormaliserSpec = field(default_factory=NormaliserSpec)
-    """The attention normaliser: the paper's softmax, or a sink mitigation."""
-    sink_tokens: int = 0
-    """Learned tokens prepended to every sequence (StreamingLLM's pre-training sink token:
-    1). Allowed: >= 0 and <= 16."""
-    switch_head: SwitchHeadSpec | None = None
-    """``None``: plain projections. Attention experts on v (or k and v)."""
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """A variant of attention: one YAML file in ``ablations/``, a diff from its ``base``."""
-
-    id: str
-    """The file's stem; lowercase letters, digits and hyphens."""
-    description: str
-    """What the variant changes, in a few words."""
-    hypothesis: str
-    """What the variant is expected to show, in one line."""
-    base: str | None = None
-    """The id of the spec this one is a diff from; ``None`` only for the root baseline."""
-    gate: GateSpec | None = None
-    """``None``: no gate (the baseline)."""
-    sdpa_control: SdpaControl | None = None
-    """A non-gate transform of the SDPA output (Table 3); exclusive with ``gate``."""
-    norm: NormPlacement = NormPlacement.PRE
-    capacity: Capacity = field(default_factory=Capacity)
-    param_match: bool = False
-    """Narrow the FFN (dense width or expert width) so the total parameter count equals the
-    baseline's at the same size, as the paper's dense runs do."""
+    """Narrow the FFN (the dense hidden width, or every expert's in an MoE) so the model's
+    total parameter count equals, as nearly as a whole width allows, that of the same
+    architecture at the same size without its gate, SDPA control, SwitchHead experts and sink
+    tokens and with plain softmax (no learned sink logits); its ``capacity`` and ``norm`` are
+    kept, so their parameters are not matched away (``gatelab.model.build``). The paper's dense
+    runs match parameters this way. A spec with none of those keeps the FFN's width."""
     normaliser: NormaliserSpec = field(default_factory=NormaliserSpec)
     """The attention normaliser: the paper's softmax, or a sink mitigation (``Normaliser``)."""
     sink_tokens: int = 0
@@ -278,15 +259,36 @@ class VariantSpec:
     token: 1). Allowed: >= 0 and <= 16."""
     switch_head: SwitchHeadSpec | None = None
     """``None``: plain projections. Attention experts on v (or k and v), Table 6."""
+
+
+ABSORBED_BY_BACKBONE = frozenset({"capacity", "param_match"})
+"""The ``Architecture`` fields whose whole effect is the backbone a spec resolves to (head
+counts, expert counts, the FFN's width): a run's identity hashes that resolved backbone, and
+so holds these through it, not by themselves (a spec that changes nothing by them shares its
+hash with one that leaves them out). A run's identity hashes every other field of
+``Architecture`` as itself (``gatelab.runners.run.setting``)."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A variant of attention: one YAML file in ``ablations/``, a diff from its ``base``. The
+    file is flat: the architecture's fields sit beside the descriptive ones."""
+
+    id: str
+    """The file's stem; lowercase letters, digits and hyphens."""
+    description: str
+    """What the variant changes, in a few words."""
+    hypothesis: str
+    """What the variant is expected to show, in one line."""
+    base: str | None = None
+    """The id of the spec this one is a diff from; ``None`` only for the root baseline. Only
+    the base's architecture is inherited, never its descriptive fields."""
+    architecture: Architecture = inlined(Architecture)
+    """What the variant builds; its fields are written in the file itself, not under a key."""
     paper: tuple[PaperResult, ...] = ()
     """The paper's rows this variant reproduces, with their reported numbers."""
     sources: tuple[Reference, ...] = ()
     """Where a variant that is not the gated-attention paper's comes from."""
-
-    @property
-    def architecture(self) -> Architecture:
-        """The fields that change the built model, as their own type."""
-        return Architecture(**{name: getattr(self, name) for name in ARCHITECTURE_FIELDS})
 
     @property
     def paper_row(self) -> str | None:
@@ -297,38 +299,41 @@ class VariantSpec:
     def family(self) -> Family:
         """Attention experts first, then another normaliser or sink tokens (a gate may come
         with them), then a gate, then the rest (the baseline and the controls)."""
-        if self.switch_head is not None:
+        arch = self.architecture
+        if arch.switch_head is not None:
             return Family.SWITCH_HEAD
-        if self.normaliser.kind is not Normaliser.SOFTMAX or self.sink_tokens:
+        if arch.normaliser.kind is not Normaliser.SOFTMAX or arch.sink_tokens:
             return Family.SINK_MITIGATIONS
-        return Family.GATES if self.gate is not None else Family.CONTROLS
+        return Family.GATES if arch.gate is not None else Family.CONTROLS
 
 
-ARCHITECTURE_FIELDS = ("gate", "sdpa_control", "norm", "capacity", "param_match", "normaliser",
-                       "sink_tokens", "switch_head")
-"""The fields that change the built model; the content hash covers exactly these."""
-
-SPEC_ONLY_FIELDS = ("id", "description", "hypothesis", "base", "paper", "sources")
-"""Fields that describe a file and are never inherited from its base."""
-
-
-def architecture_dict(spec: VariantSpec | Architecture) -> dict[str, object]:
-    """The architecture part of a spec as plain JSON-ready data (enums as their values)."""
-    return {name: _plain(getattr(spec, name)) for name in ARCHITECTURE_FIELDS}
-
-
-def _plain(value: object) -> object:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+def architecture_dict(spec: VariantSpec | Architecture) -> dict[str, Any]:
+    """The architecture (of a spec) as plain JSON-ready data, a key per field (enums as their
+    values): what a spec's hash covers, ``gatelab list --json`` shows and a run logs."""
+    arch = spec.architecture if isinstance(spec, VariantSpec) else spec
+    plain = to_plain(arch)
+    assert isinstance(plain, dict)
+    return plain
 
 
 def to_plain(value: object) -> object:
-    """Any spec value as plain JSON-ready data."""
-    return _plain(value)
+    """Any spec, recipe or sweep value as plain JSON-ready data: a dataclass as a mapping of its
+    fields (an ``inlined`` field's own fields in its place, as the file writes them), enums
+    as their values, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        plain: dict[str, object] = {}
+        for f in dataclasses.fields(value):
+            inner = to_plain(getattr(value, f.name))
+            if is_inlined(f):
+                assert isinstance(inner, dict)
+                plain.update(inner)
+            else:
+                plain[f.name] = inner
+        return plain
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value

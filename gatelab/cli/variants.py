@@ -10,7 +10,7 @@ from gatelab.cli.format import human_count, table
 from gatelab.model.build import added_params
 from gatelab.registry.hashing import spec_hash
 from gatelab.registry.presets import PAPER_TABLE1_PRESET, tiny_preset_for
-from gatelab.registry.schema import Family, Normaliser, VariantSpec, to_plain
+from gatelab.registry.schema import Family, Normaliser, VariantSpec, architecture_dict, to_plain
 
 GATE_COLUMNS = ("position", "granularity", "sharing", "combine", "activation", "input")
 
@@ -23,24 +23,27 @@ def attention_label(spec: VariantSpec) -> str | None:
     ``sigmoid``, ``clipped-softmax(-0.03,1.0)``, ``sink-token x1``, ``switch v 8 top-2``;
     ``None`` for plain softmax attention."""
     parts = []
-    norm = spec.normaliser
+    arch = spec.architecture
+    norm = arch.normaliser
     if norm.kind is Normaliser.CLIPPED_SOFTMAX:
         parts.append(f"{norm.kind.value}({norm.gamma},{norm.zeta})")
     elif norm.kind is not Normaliser.SOFTMAX:
         parts.append(norm.kind.value)
-    if spec.sink_tokens:
-        parts.append(f"sink-token x{spec.sink_tokens}")
-    if spec.switch_head is not None:
-        sw = spec.switch_head
+    if arch.sink_tokens:
+        parts.append(f"sink-token x{arch.sink_tokens}")
+    if arch.switch_head is not None:
+        sw = arch.switch_head
         parts.append(f"switch {sw.projections.value} {sw.n_experts} top-{sw.top_k}")
     return ", ".join(parts) or None
 
 
 def variant_row(spec: VariantSpec) -> dict[str, Any]:
     """``id``, ``family``, the gate's axes, ``paper_row``, ``added_params_paper`` (at the
-    paper's 15A2B shape), ``added_params_tiny``, ``gate`` (``None`` or the gate's fields),
-    ``normaliser``, ``sink_tokens``, ``switch_head``, ``sources`` and the rest."""
-    gate = to_plain(spec.gate)
+    paper's 15A2B shape), ``added_params_tiny``, a key per architecture field as the schema
+    writes it (``registry.schema.architecture_dict``: ``gate`` is ``None`` or the gate's
+    fields), ``sources`` and the rest."""
+    arch = architecture_dict(spec)
+    gate = arch["gate"]
     tiny = tiny_preset_for(spec)
     row: dict[str, Any] = {"id": spec.id, "family": spec.family.value}
     for column in GATE_COLUMNS:
@@ -51,14 +54,7 @@ def variant_row(spec: VariantSpec) -> dict[str, Any]:
         added_params_paper=added_params(spec, PAPER_TABLE1_PRESET),
         added_params_tiny=added_params(spec, tiny),
         tiny_preset=tiny,
-        gate=gate,
-        sdpa_control=to_plain(spec.sdpa_control),
-        norm=spec.norm.value,
-        capacity=to_plain(spec.capacity),
-        param_match=spec.param_match,
-        normaliser=to_plain(spec.normaliser),
-        sink_tokens=spec.sink_tokens,
-        switch_head=to_plain(spec.switch_head),
+        **arch,
         attention=attention_label(spec),
         sources=to_plain(spec.sources),
         base=spec.base,

@@ -12,6 +12,10 @@ the optimizer) is not counted.
 MFU is achieved model FLOP/s over the device's dense bf16 peak (``PEAK_BF16``), also for a run
 in fp32 (the peak the hardware offers for this model); on CPU, and on a GPU the table does not
 know, only the achieved FLOP/s is reported.
+
+``architecture_flops_per_token`` counts a spec's training FLOPs without a model in hand (the
+sweep's cost estimate), once per content: the resolved backbone, the architecture and the
+sequence length, never a variant's name.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ import torch
 from torch import nn
 
 from gatelab.model.attention import Attention
+from gatelab.model.build import build_model, resolve_backbone
 from gatelab.model.ffn import MoE
+from gatelab.registry.backbone import Backbone
+from gatelab.registry.schema import Architecture
 
 PEAK_BF16: tuple[tuple[str, float], ...] = (
     # (a pattern of torch.cuda.get_device_name, dense bf16 FLOP/s from the vendor's data
@@ -83,6 +90,22 @@ def forward_flops_per_token(model: nn.Module, seq_len: int) -> float:
 def train_flops_per_token(model: nn.Module, seq_len: int) -> float:
     """FLOPs of one training token: 3x the forward (PaLM's 6N plus attention)."""
     return 3.0 * forward_flops_per_token(model, seq_len)
+
+
+_TRAIN_FLOPS: dict[tuple[Backbone, Architecture, int], float] = {}
+"""``architecture_flops_per_token``'s counts by what they count: the resolved backbone, the
+architecture and the sequence length."""
+
+
+def architecture_flops_per_token(arch: Architecture, size: str | Backbone, seq_len: int
+                                 ) -> float:
+    """``train_flops_per_token`` of ``arch`` built at ``size`` (on the meta device), counted once
+    per resolved backbone, architecture and length: two variant ids of one architecture share
+    a count; an edited spec or size preset is counted anew."""
+    key = (resolve_backbone(arch, size), arch, seq_len)
+    if key not in _TRAIN_FLOPS:
+        _TRAIN_FLOPS[key] = train_flops_per_token(build_model(arch, size, "meta"), seq_len)
+    return _TRAIN_FLOPS[key]
 
 
 def throughput_metrics(tokens_per_s: float, flops_per_token: float,

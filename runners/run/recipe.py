@@ -2,9 +2,10 @@
 
 Named recipes are YAML files in ``recipes/`` (``--recipe NAME``; found in the order of
 ``gatelab.shipped``), each naming its size preset; command-line flags and a sweep's overrides
-change single fields. Which fields change a run's identity is ``gatelab.runners.run.setting``'s
-business: the numbers-changing ones do, cadence (``eval_every``, ``checkpoint_every``),
-``compile`` and ``micro_batch_size`` do not.
+change single fields. Every field is declared hashed (part of a run's identity) or not, in
+``HASHED_FIELDS`` and ``NOT_HASHED_FIELDS`` below (``gatelab.runners.run.setting`` hashes
+them): the numbers-changing ones are, cadence (``eval_every``, ``checkpoint_every``),
+``compile``, ``micro_batch_size`` and ``save_weights`` are not.
 
 A recipe may continue from a finished run (``continue_from``: its hash) instead of starting
 from scratch: a *stage* such as Table 5's context extension (a longer ``seq_len`` and another
@@ -185,6 +186,27 @@ class Recipe:
         if self.tokens is None:
             return self.steps
         return max(1, self.tokens // (self.batch_size * self.seq_len))
+
+
+HASHED_FIELDS = frozenset({
+    "size", "steps", "tokens", "batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps",
+    "weight_decay", "beta1", "beta2", "grad_clip", "seed", "eval_batches", "measure_batches",
+    "measure_batch_size", "long_context", "divergence_margin", "spike_window", "spike_sigma",
+    "spike_min_nats", "data", "continue_from", "rope_base", "yarn", "position_buckets",
+})
+"""The ``Recipe`` fields that change a run's numbers, so its identity: each by its content
+(``size``, ``rope_base`` and ``yarn`` as the backbone they give, ``tokens`` as the step count,
+``data`` as the corpus's content hash and the tokenizer, the seed apart). Every field is in
+exactly one of this set and ``NOT_HASHED_FIELDS`` (a test checks it, so a new field must be
+given one)."""
+
+NOT_HASHED_FIELDS = frozenset({
+    "eval_every", "eval_schedule", "eval_points", "checkpoint_every", "compile",
+    "micro_batch_size", "save_weights",
+})
+"""The ``Recipe`` fields that leave a run's numbers as they are: when it evaluates and
+checkpoints, ``torch.compile``, how a batch is split for memory (the same update up to float
+rounding) and whether its final weights are logged."""
 
 
 def recipe_paths() -> dict[str, Path]:

@@ -1,13 +1,16 @@
 """A run resolved: the spec, the recipe, the backbone it builds, the data and the numerics it
 uses, and the identity (``gatelab.identity``) of all that.
 
-``resolve_setting`` is the only place that decides which fields of a run are hashed:
-every backbone field after capacity and parameter matching (not the size preset's name), the
-gate or control and the norm placement (not the spec's id), the training fields that change the
-numbers (not ``eval_every``, ``checkpoint_every``, ``compile``), the corpus's *content* hash
-and the tokenizer (not the path), and the numerics. A stage (a recipe with ``continue_from``)
-hashes its parent's hash with the fields it changes: a RoPE base or YaRN scaling as part of the
-backbone it builds, a sequence length or step count as training fields.
+``resolve_setting`` hashes a run's parts: every backbone field after capacity and parameter
+matching (not the size preset's name); every field of the spec's ``Architecture`` but those the
+backbone absorbs (``registry.schema.ABSORBED_BY_BACKBONE``), taken from the schema's own field
+list, not the spec's id; the recipe's ``HASHED_FIELDS`` (``runners.run.recipe``: the training
+fields that change the numbers, not its ``NOT_HASHED_FIELDS`` such as ``eval_every``,
+``checkpoint_every``, ``compile``), the corpus's *content* hash and the tokenizer (not the
+path), and the numerics. Fields added since identity version 2 are hashed only where they
+differ from their old-equivalent value (``ADDED_FIELDS``). A stage (a recipe with
+``continue_from``) hashes its parent's hash with the fields it changes: a RoPE base or YaRN
+scaling as part of the backbone it builds, a sequence length or step count as training fields.
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ from gatelab.identity import Lineage, RunIdentity, run_identity
 from gatelab.model.build import resolve_backbone
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.resolve import size_backbone
-from gatelab.registry.schema import VariantSpec, to_plain
+from gatelab.registry.schema import (
+    ABSORBED_BY_BACKBONE,
+    Architecture,
+    VariantSpec,
+    architecture_dict,
+    to_plain,
+)
 from gatelab.runners.data.corpus import Source, locate_source
 from gatelab.runners.data.tokens import DataConfig
 from gatelab.runners.run.numerics import Numerics
-from gatelab.runners.run.recipe import Recipe
-
-ARCHITECTURE_KEYS = ("gate", "sdpa_control", "norm")
-"""The spec fields a built model reads besides its backbone (capacity and parameter matching
-are already in the backbone)."""
+from gatelab.runners.run.recipe import HASHED_FIELDS, NOT_HASHED_FIELDS, Recipe
 
 ADDED_FIELDS: dict[str, dict[str, Any]] = {
     "architecture": {
@@ -45,8 +50,9 @@ ADDED_FIELDS: dict[str, dict[str, Any]] = {
 """Fields added to a part (spec, backbone, training, numerics) after identity version 2, each
 with the value that reproduces what runs recorded before it computed: such a field is hashed
 only where a run's value differs from it, so growing the schema keeps the identity of every
-recorded run (``tests/runners/run/test_identity_stable.py`` pins some). A new spec field the
-model reads goes here, not into ``ARCHITECTURE_KEYS``."""
+recorded run (``tests/runners/run/test_identity_stable.py`` pins some). A new field of
+``Architecture`` is hashed from the moment it exists: it goes here (or, if it only changes the
+backbone, into ``ABSORBED_BY_BACKBONE``), else it moves every recorded run's hash."""
 
 
 def _hashed(part: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -79,9 +85,36 @@ class RunSetting:
                           vocab_size=d.vocab_size, cache_dir=str(cache_dir))
 
 
+def architecture_fields(arch: Architecture, backbone: Backbone) -> dict[str, Any]:
+    """What a run's identity holds of the model it builds: the resolved ``backbone`` (but its
+    vocabulary) and every field of ``arch`` that the backbone does not absorb, each added
+    field only where it differs from its old-equivalent value."""
+    plain = architecture_dict(arch)
+    own = {k: v for k, v in plain.items() if k not in ABSORBED_BY_BACKBONE}
+    return {"backbone": _without_vocab(backbone), **_hashed("architecture", own)}
+
+
+def recipe_identity_gaps(recipe_type: type[Recipe] = Recipe) -> list[str]:
+    """One line per field of ``recipe_type`` whose identity is undecided: in neither or both of
+    ``HASHED_FIELDS`` and ``NOT_HASHED_FIELDS``; and per name in them that is no field.
+    Empty when every field is decided."""
+    fields = [f.name for f in dataclasses.fields(recipe_type)]
+    gaps = [f"{recipe_type.__name__}.{name}: in neither HASHED_FIELDS nor NOT_HASHED_FIELDS "
+            "(runners/run/recipe.py); put it in the one that says whether it changes a run's "
+            "numbers" for name in fields
+            if name not in HASHED_FIELDS and name not in NOT_HASHED_FIELDS]
+    gaps += [f"{recipe_type.__name__}.{name}: in both HASHED_FIELDS and NOT_HASHED_FIELDS; "
+             "keep it in one" for name in sorted(HASHED_FIELDS & NOT_HASHED_FIELDS)]
+    gaps += [f"{name}: named in runners/run/recipe.py's identity sets but not a field of "
+             f"{recipe_type.__name__}; remove it"
+             for name in sorted((HASHED_FIELDS | NOT_HASHED_FIELDS) - set(fields))]
+    return gaps
+
+
 def training_fields(recipe: Recipe) -> dict[str, Any]:
-    """The recipe's fields that change a run's numbers (the seed is hashed apart); not
-    ``compile`` nor ``micro_batch_size``, which change only the order of float sums."""
+    """Where the identity document holds the recipe's ``HASHED_FIELDS`` that are training
+    fields (the seed is hashed apart; ``size``, ``rope_base`` and ``yarn`` as the backbone;
+    ``data`` as the data part), laid out as identity version 2 laid them out."""
     r = recipe
     return {
         "steps": r.total_steps(), "batch_size": r.batch_size, "seq_len": r.seq_len,
@@ -115,13 +148,8 @@ def resolve_setting(spec: VariantSpec, recipe: Recipe, numerics: Numerics,
     backbone = resolve_backbone(spec, size)
     source = _located(recipe.data.source, recipe.data.text_column)
     config = DataConfig(tokenizer=recipe.data.tokenizer, vocab_size=recipe.data.vocab_size)
-    plain = to_plain(spec.architecture)
-    assert isinstance(plain, dict)
-    added = {k: plain[k] for k in ADDED_FIELDS["architecture"]}
     identity = run_identity(
-        architecture={"backbone": _without_vocab(backbone),
-                      **{k: plain[k] for k in ARCHITECTURE_KEYS},
-                      **_hashed("architecture", added)},
+        architecture=architecture_fields(spec.architecture, backbone),
         size=_without_vocab(size_backbone(size)),
         training=_hashed("training", training_fields(recipe)),
         data={"corpus": source.key, "tokenizer": config.tokenizer_key,

@@ -34,9 +34,8 @@ from gatelab.contract import (
 )
 from gatelab.dashboards.decide import load_frame
 from gatelab.identity import Lineage
-from gatelab.model.build import build_model
 from gatelab.registry.schema import VariantSpec
-from gatelab.runners.run.flops import train_flops_per_token
+from gatelab.runners.run.flops import architecture_flops_per_token
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.recipe import Recipe, load_recipe
 from gatelab.runners.run.setting import RunSetting, resolve_setting
@@ -314,16 +313,11 @@ def measured_tokens_per_s(recorded: dict[str, RecordedRun]) -> dict[tuple[str, s
     return {key: sorted(v)[len(v) // 2] for key, v in by_size.items()}
 
 
-_FLOPS: dict[tuple[str, str, int], float] = {}
-
-
 def flops_per_token(spec: VariantSpec, size: str, seq_len: int) -> float:
     """Training FLOPs a token of ``spec`` at ``size`` costs (``runners/run/flops.py``: the
-    experts a token is routed to, not all of them), from a model built on the meta device."""
-    key = (spec.id, size, seq_len)
-    if key not in _FLOPS:
-        _FLOPS[key] = train_flops_per_token(build_model(spec, size, "meta"), seq_len)
-    return _FLOPS[key]
+    experts a token is routed to, not all of them), from a model built on the meta device once
+    per architecture and resolved backbone."""
+    return architecture_flops_per_token(spec.architecture, size, seq_len)
 
 
 def estimate(plan: list[PlannedRun], recorded: dict[str, RecordedRun],

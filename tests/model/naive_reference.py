@@ -287,17 +287,18 @@ def moe(moe_cfg: MoEConfig, p: Params, prefix: str, x_BTD: Tensor) -> tuple[Tens
 def lm(bb: Backbone, spec: VariantSpec, p: Params, idx_BT: Tensor) -> tuple[Tensor, Tensor]:
     """Logits (B, T, vocab) and the summed aux loss of the whole decoder."""
     x = p("embed.weight")[idx_BT]
-    n_sink = spec.sink_tokens
+    arch = spec.architecture
+    n_sink = arch.sink_tokens
     if n_sink:
         sink = p("sink.tokens_SD")[None].expand(x.shape[0], n_sink, x.shape[-1])
         x = torch.cat([sink, x], dim=1)
     aux_total = x.new_zeros(())
-    sandwich = spec.norm is NormPlacement.SANDWICH
+    sandwich = arch.norm is NormPlacement.SANDWICH
     for layer in range(bb.n_layers):
         pre = f"blocks.{layer}."
         normed = rms_norm(x, p(pre + "attn_norm.weight"), bb.norm_eps)
-        a, _ = attention(bb, spec.gate, spec.sdpa_control, p, normed, prefix=pre + "attn.",
-                         normaliser=spec.normaliser, switch=spec.switch_head)
+        a, _ = attention(bb, arch.gate, arch.sdpa_control, p, normed, prefix=pre + "attn.",
+                         normaliser=arch.normaliser, switch=arch.switch_head)
         if sandwich:
             a = rms_norm(a, p(pre + "attn_out_norm.weight"), bb.norm_eps)
         x = x + a

@@ -21,6 +21,7 @@ from gatelab.registry.backbone import Backbone
 from gatelab.registry.rules import check
 from gatelab.registry.schema import (
     Activation,
+    Architecture,
     Combine,
     GateInit,
     GateInput,
@@ -46,7 +47,8 @@ AXES = (Position, Granularity, Sharing, Combine, Activation, GateInput)
 
 
 def _spec(gate: GateSpec | None) -> VariantSpec:
-    return VariantSpec(id="x", description="", hypothesis="", base="baseline", gate=gate)
+    return VariantSpec(id="x", description="", hypothesis="", base="baseline",
+                       architecture=Architecture(gate=gate))
 
 
 ALL_GATES = [GateSpec(*values) for values in itertools.product(*AXES)]
@@ -72,7 +74,7 @@ def _built(
     kernel: Kernel = Kernel.SDPA,
     dtype: torch.dtype = torch.float64,
 ) -> Attention:
-    attn = Attention(BACKBONE, gate=gate, control=control, kernel=kernel).to(dtype)
+    attn = Attention(BACKBONE, Architecture(gate=gate, sdpa_control=control), kernel).to(dtype)
     ref.randomize(attn, seed=1)
     return attn
 
@@ -126,7 +128,7 @@ def test_no_gate_matches_the_reference() -> None:
 
 
 def test_no_gate_means_no_gate_modules_and_no_gate_parameters() -> None:
-    attn = Attention(BACKBONE)
+    attn = Attention(BACKBONE, Architecture())
     assert attn.gates() == []
     assert sorted(n for n, _ in attn.named_parameters()) == [
         "k_norm.weight", "q_norm.weight", "wk.weight", "wo.weight", "wq.weight", "wv.weight",
@@ -146,19 +148,19 @@ def _scores(attn: Attention) -> torch.Tensor:
 @pytest.mark.parametrize("position", list(Position))
 def test_zero_weight_and_bias_2_start_every_score_at_sigmoid_2(position: Position) -> None:
     spec = GateSpec(position, init=GateInit(weight=WeightInit.ZERO, bias=2.0))
-    scores = _scores(Attention(BACKBONE, gate=spec).double())
+    scores = _scores(Attention(BACKBONE, Architecture(gate=spec)).double())
     torch.testing.assert_close(scores, torch.full_like(scores, ref.sigmoid(torch.tensor(2.0))))
 
 
 def test_an_input_independent_gate_starts_at_one_half_and_ignores_x() -> None:
     spec = GateSpec(input=GateInput.INDEPENDENT)
-    attn = Attention(BACKBONE, gate=spec).double()
+    attn = Attention(BACKBONE, Architecture(gate=spec)).double()
     torch.testing.assert_close(_scores(attn), torch.full((1, 1, 4, 8), 0.5, dtype=torch.float64))
 
 
 def test_an_input_dependent_gate_starts_normal_with_the_given_std() -> None:
     torch.manual_seed(0)
-    attn = Attention(dataclasses.replace(BACKBONE, d_model=256), gate=GateSpec())
+    attn = Attention(dataclasses.replace(BACKBONE, d_model=256), Architecture(gate=GateSpec()))
     (gate,) = attn.gates()
     assert isinstance(gate, Gate)
     weight = gate.logits.proj.weight

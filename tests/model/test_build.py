@@ -3,11 +3,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gatelab.model.build import added_params, build_model, count_params, resolve_backbone
 from gatelab.registry.errors import SpecError
 from gatelab.registry.loader import load_all, load_variant
+from gatelab.registry.schema import (
+    Architecture,
+    ExpertProjections,
+    NormPlacement,
+    SwitchHeadSpec,
+)
 
 PAPER = "paper-moe-15a2b"
 
@@ -58,22 +66,18 @@ def test_extra_experts_on_a_dense_preset_is_a_clear_error() -> None:
 
 
 def test_fractional_head_counts_are_rejected_at_resolve() -> None:
-    from dataclasses import replace
-
     from gatelab.registry.schema import Capacity
 
-    spec = replace(load_variant("more-q-heads"), capacity=Capacity(q_heads_mult=1.3))
+    arch = replace(load_variant("more-q-heads").architecture, capacity=Capacity(q_heads_mult=1.3))
     with pytest.raises(SpecError, match="capacity.q_heads_mult: gives 5.2 heads from 4"):
-        resolve_backbone(spec, "tiny")
+        resolve_backbone(arch, "tiny")
 
 
 @pytest.mark.parametrize("position", ["G3", "G4"])
 def test_a_headwise_scale_on_q_or_k_under_qk_norm_is_rejected(position: str) -> None:
-    from dataclasses import replace
-
     from gatelab.registry.schema import Granularity, Position
 
-    base = load_variant("g1-headwise")
+    base = load_variant("g1-headwise").architecture
     assert base.gate is not None
     gate = replace(base.gate, position=Position(position), granularity=Granularity.HEADWISE)
     with pytest.raises(SpecError, match=f"at {position} is cancelled by QK-norm"):
@@ -114,9 +118,16 @@ def test_sink_mitigations_add_what_their_formula_needs(variant: str, added: int)
     assert added_params(load_variant(variant), PAPER) == added
 
 
-def test_parameter_matching_ignores_sink_logits_experts_and_sink_tokens() -> None:
-    from dataclasses import replace
-
-    base = load_variant("g1-elementwise-matched")
-    with_sink = replace(base, sink_tokens=2, normaliser=load_variant("sink-logit").normaliser)
-    assert resolve_backbone(with_sink, "tiny") == resolve_backbone(base, "tiny")
+def test_parameter_matching_matches_away_all_it_adds_but_capacity_and_norm() -> None:
+    """``param_match`` as its docstring says: the total is that of the same norm and capacity
+    without the gate, experts, sink tokens and sink logits, to half an FFN unit."""
+    gated = load_variant("g1-elementwise-matched").architecture
+    extras = replace(gated, norm=NormPlacement.SANDWICH, sink_tokens=2,
+                     normaliser=load_variant("sink-logit").architecture.normaliser,
+                     switch_head=SwitchHeadSpec(ExpertProjections.V, n_experts=4, top_k=2))
+    for arch in (gated, extras):
+        backbone = resolve_backbone(arch, "tiny")
+        one_unit = backbone.n_layers * 3 * backbone.d_model
+        plain = Architecture(norm=arch.norm, capacity=arch.capacity)
+        assert abs(count_params(arch, "tiny") - count_params(plain, "tiny")) <= one_unit / 2
+    assert resolve_backbone(extras, "tiny").ffn_hidden < resolve_backbone(gated, "tiny").ffn_hidden

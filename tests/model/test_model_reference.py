@@ -17,6 +17,7 @@ from gatelab.registry.loader import load_all, load_variant
 from gatelab.registry.presets import tiny_preset_for
 from gatelab.registry.schema import (
     Activation,
+    Architecture,
     Combine,
     ExpertProjections,
     GateInit,
@@ -54,9 +55,9 @@ def _spec(
     switch_head: SwitchHeadSpec | None = None,
 ) -> VariantSpec:
     return VariantSpec(
-        id="x", description="", hypothesis="", base="baseline", gate=gate, norm=norm,
-        sdpa_control=control, normaliser=normaliser, sink_tokens=sink_tokens,
-        switch_head=switch_head,
+        id="x", description="", hypothesis="", base="baseline", architecture=Architecture(
+            gate=gate, norm=norm, sdpa_control=control, normaliser=normaliser,
+            sink_tokens=sink_tokens, switch_head=switch_head),
     )
 
 
@@ -230,7 +231,8 @@ def test_every_spec_trains_a_step_and_counts_its_built_parameters(variant: str) 
     preset = tiny_preset_for(spec)
     torch.manual_seed(0)
     model = build_model(spec, preset)
-    scored = int(spec.gate is not None) + int(spec.switch_head is not None)
+    arch = spec.architecture
+    scored = int(arch.gate is not None) + int(arch.switch_head is not None)
     assert len(model.gates()) == model.backbone.n_layers * scored
     idx = _tokens(model.backbone.vocab_size, seed=5, length=16)
     out = model(idx)

@@ -10,10 +10,11 @@ import torch
 from gatelab.model import attention_ops
 from gatelab.model.attention import Attention
 from gatelab.model.attention_ops import Kernel
-from gatelab.model.normalisers import SinkLogit, SoftmaxPlusOne
+from gatelab.model.normalisers import SinkLogit, Softmax, SoftmaxPlusOne
 from gatelab.model.rope import rope_tables
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.schema import (
+    Architecture,
     GateSpec,
     Granularity,
     Normaliser,
@@ -53,7 +54,7 @@ def _inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _built(norm: NormaliserSpec, gate: GateSpec | None = None,
            kernel: Kernel = Kernel.SDPA) -> Attention:
-    attn = Attention(BACKBONE, gate=gate, kernel=kernel, normaliser=norm).double()
+    attn = Attention(BACKBONE, Architecture(gate=gate, normaliser=norm), kernel).double()
     ref.randomize(attn, seed=1)
     return attn
 
@@ -131,8 +132,7 @@ def test_a_zero_sink_logit_is_softmax_plus_one() -> None:
                                rtol=0, atol=0)
     with torch.no_grad():
         learned.sink_logit_H.fill_(-1e4)  # a sink nothing can reach: plain softmax
-    torch.testing.assert_close(learned(scores, future), attention_ops.causal_softmax(
-        scores, future), **TOL)
+    torch.testing.assert_close(learned(scores, future), Softmax()(scores, future), **TOL)
 
 
 def test_clipped_softmax_with_no_stretch_is_softmax_and_with_one_has_exact_zeros() -> None:

@@ -16,11 +16,13 @@ from gatelab.model.switch_head import Router
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.loader import load_variant
 from gatelab.registry.schema import (
+    Architecture,
     ExpertProjections,
     GateSpec,
     Granularity,
     Position,
     SwitchHeadSpec,
+    VariantSpec,
 )
 
 BACKBONE = Backbone(
@@ -46,7 +48,7 @@ def _inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _built(switch: SwitchHeadSpec, gate: GateSpec | None = None) -> Attention:
-    attn = Attention(BACKBONE, gate=gate, switch_head=switch).double()
+    attn = Attention(BACKBONE, Architecture(gate=gate, switch_head=switch)).double()
     ref.randomize(attn, seed=1)
     return attn
 
@@ -121,10 +123,15 @@ def test_one_expert_top_1_is_the_g2_headwise_gate() -> None:
 def test_a_gate_on_the_switched_projection_composes_at_build_but_not_in_a_spec() -> None:
     from gatelab.registry.rules import check
 
-    spec = dataclasses.replace(load_variant("switch-v-4-top-4"),
-                               gate=GateSpec(Position.G2, Granularity.HEADWISE))
-    assert [p.field for p in check(spec)] == ["gate.position"]
-    assert check(dataclasses.replace(spec, gate=GateSpec(Position.G3))) == []
+    spec = load_variant("switch-v-4-top-4")
+
+    def gated(gate: GateSpec) -> VariantSpec:
+        return dataclasses.replace(spec, architecture=dataclasses.replace(spec.architecture,
+                                                                          gate=gate))
+
+    assert [p.field for p in check(gated(GateSpec(Position.G2, Granularity.HEADWISE)))] == [
+        "gate.position"]
+    assert check(gated(GateSpec(Position.G3))) == []
 
 
 PAPER = "paper-moe-15a2b"
@@ -145,7 +152,7 @@ def test_table6_counts_are_ours_as_documented_against_the_papers(variant: str) -
     spec = load_variant(variant)
     ours, paper = TABLE6[variant]
     assert spec.paper[0].added_params_m == paper
-    switch = spec.switch_head
+    switch = spec.architecture.switch_head
     assert switch is not None
     projections = 2 if switch.projections is ExpertProjections.KV else 1
     per_layer = (projections * (switch.n_experts - 1) * 2048 * 4 * 128

@@ -17,7 +17,7 @@ from gatelab.registry.backbone import YarnScaling
 from gatelab.registry.errors import Problem
 from gatelab.registry.from_dict import BOUND_KEY, Bound, bounded, from_dict
 from gatelab.registry.rules import BOUNDS
-from gatelab.registry.schema import VariantSpec
+from gatelab.registry.schema import Architecture
 from gatelab.runners.run.recipe import DataRecipe, Recipe
 from gatelab.runners.sweep.spec import OptunaSearch, RunResources, Selector, Sweep
 
@@ -60,7 +60,7 @@ def test_every_number_has_a_bound_stated_in_its_docstring(cls: type) -> None:
 
 @pytest.mark.parametrize("field", sorted(BOUNDS))
 def test_every_spec_bound_names_a_number_of_the_schema(field: str) -> None:
-    tp: object = VariantSpec
+    tp: object = Architecture
     for name in field.split("."):
         args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
         tp = typing.get_type_hints(args[0])[name]

@@ -23,11 +23,12 @@ def test_every_ablation_loads_with_a_description_and_hypothesis() -> None:
 def test_a_diff_inherits_its_base_gate_and_not_its_paper_rows() -> None:
     g2_headwise = load_variant("g2-headwise")
     assert g2_headwise.base == "g2-elementwise"
-    assert g2_headwise.gate is not None
-    assert g2_headwise.gate.position is Position.G2
-    assert g2_headwise.gate.activation is Activation.SIGMOID
+    gate = g2_headwise.architecture.gate
+    assert gate is not None
+    assert gate.position is Position.G2
+    assert gate.activation is Activation.SIGMOID
     assert [p.label for p in g2_headwise.paper] == ["T1-11", "T6-5"]
-    assert load_variant("baseline").gate is None
+    assert load_variant("baseline").architecture.gate is None
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -167,15 +168,15 @@ def test_local_diff_of_a_local_base(tmp_path: Path) -> None:
            + "gate:\n  sharing: head-shared\n")
     path = _write(tmp_path, "my-gate-static", "base: my-gate\ndescription: d\nhypothesis: h\n"
                   "gate:\n  input: independent\n")
-    spec = load_spec(path)
-    assert spec.gate is not None
-    assert spec.gate.sharing is Sharing.HEAD_SHARED
-    assert spec.gate.input is GateInput.INDEPENDENT
+    gate = load_spec(path).architecture.gate
+    assert gate is not None
+    assert gate.sharing is Sharing.HEAD_SHARED
+    assert gate.input is GateInput.INDEPENDENT
 
 
 def test_gate_null_removes_the_base_gate(tmp_path: Path) -> None:
     path = _write(tmp_path, "ungated", HEAD.replace("baseline", "g1-headwise") + "gate: null\n")
-    assert load_spec(path).gate is None
+    assert load_spec(path).architecture.gate is None
 
 
 def test_unknown_variant_suggests_an_id() -> None:

@@ -6,9 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from gatelab.registry.errors import SpecError
+from gatelab.registry.errors import Problem, SpecError
+from gatelab.registry.from_dict import from_dict
 from gatelab.registry.loader import load_all, load_all_valid, load_spec, load_variant
-from gatelab.registry.schema import Activation, GateInput, Position, Sharing
+from gatelab.registry.rules import BOUNDS
+from gatelab.registry.schema import (
+    Activation,
+    GateInput,
+    Position,
+    Sharing,
+    VariantSpec,
+    to_plain,
+)
 from gatelab.shipped import shipped_ablations
 
 
@@ -232,3 +241,20 @@ def test_table6_rows_are_the_switch_head_specs_and_g2_headwise() -> None:
     assert sorted(rows) == ["T6-1", "T6-2", "T6-3", "T6-4", "T6-5"]
     assert [s.id for s in load_all() for p in s.paper if p.label == "T6-5"] == [
         "g2-headwise", "switch-v-1-top-1"]
+
+
+def test_a_spec_file_is_flat_and_reads_back_as_it_is_written(tmp_path: Path) -> None:
+    """The spec holds its ``Architecture``, but a file writes the architecture's fields beside
+    the descriptive ones; ``to_plain`` and ``from_dict`` both read it that way."""
+    spec = load_variant("g1-headwise-sink-logit")
+    data = to_plain(spec)
+    assert isinstance(data, dict) and "architecture" not in data
+    assert data["gate"]["granularity"] == "headwise" and data["normaliser"]["kind"] == "sink-logit"
+    problems: list[Problem] = []
+    assert from_dict(VariantSpec, data, problems, bounds=BOUNDS) == spec and problems == []
+    with pytest.raises(SpecError) as info:
+        load_spec(_write(tmp_path, "nested", HEAD + "architecture:\n  gate: {}\n"))
+    assert str(info.value).endswith(
+        ": architecture: unknown field; allowed fields: id, description, hypothesis, base, gate, "
+        "sdpa_control, norm, capacity, param_match, normaliser, sink_tokens, switch_head, paper, "
+        "sources"), str(info.value)

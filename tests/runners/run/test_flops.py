@@ -3,12 +3,17 @@ table finds the right GPU; MFU exists only where a peak is known."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gatelab.model.build import build_model
 from gatelab.registry.loader import load_variant
 from gatelab.registry.presets import PRESETS
+from gatelab.registry.schema import Granularity
+from gatelab.runners.run import flops
 from gatelab.runners.run.flops import (
+    architecture_flops_per_token,
     forward_flops_per_token,
     peak_flops,
     throughput_metrics,
@@ -48,6 +53,24 @@ def test_a_gate_adds_its_projection() -> None:
     bb = PRESETS["tiny"]
     added = 2 * bb.n_layers * bb.d_model * bb.n_heads * bb.head_dim
     assert forward_flops_per_token(gated, T) - forward_flops_per_token(base, T) == added
+
+
+def test_a_count_without_a_model_is_kept_by_content_not_by_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flops, "_TRAIN_FLOPS", {})
+    spec = load_variant("g1-elementwise")
+    first = architecture_flops_per_token(spec.architecture, "tiny", T)
+    assert first == train_flops_per_token(build_model(spec, "tiny", "meta"), T)
+    renamed = replace(spec, id="another-id", description="the same model")
+    assert architecture_flops_per_token(renamed.architecture, "tiny", T) == first
+    assert len(flops._TRAIN_FLOPS) == 1  # one architecture, one count
+    gate = spec.architecture.gate
+    assert gate is not None
+    edited = replace(spec.architecture, gate=replace(gate, granularity=Granularity.HEADWISE))
+    assert architecture_flops_per_token(edited, "tiny", T) < first  # an edited spec: counted
+    monkeypatch.setitem(PRESETS, "tiny", replace(PRESETS["tiny"], ffn_hidden=320))
+    assert architecture_flops_per_token(spec.architecture, "tiny", T) < first  # an edited size
+    assert len(flops._TRAIN_FLOPS) == 3
 
 
 @pytest.mark.parametrize(("name", "peak"), [

@@ -10,10 +10,13 @@ say so in README), or a field was added without its old-equivalent value in
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gatelab.identity import IDENTITY_VERSION
 from gatelab.registry.loader import load_variant
+from gatelab.registry.schema import Architecture
 from gatelab.runners.run import setting as setting_module
 from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.run.recipe import load_recipe
@@ -63,3 +66,30 @@ def test_an_added_field_at_its_old_value_is_not_hashed(monkeypatch: pytest.Monke
         monkeypatch.setattr(setting_module, "training_fields",
                             lambda r, v=value: {**old_fields(r), "new_knob": v})
         assert (resolve_setting(spec, recipe, cpu).run_hash == before) is same, value
+
+
+def test_an_architecture_field_added_undecided_moves_every_recorded_hash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The architecture part of the identity comes from the schema's field list, so a new
+    field is hashed the day it exists: at its default it moves every recorded run's hash (the
+    pinned test above fails) until ``ADDED_FIELDS`` holds its old-equivalent value, after which
+    only a run that sets it gets a new hash."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Grown(Architecture):
+        new_knob: int = 0
+
+    spec, recipe, cpu = load_variant("baseline"), load_recipe("tiny"), resolve_numerics("cpu")
+    plain = {f.name: getattr(spec.architecture, f.name)
+             for f in dataclasses.fields(Architecture)}
+
+    def run_hash(knob: int) -> str:
+        grown = dataclasses.replace(spec, architecture=Grown(**plain, new_knob=knob))
+        return resolve_setting(grown, recipe, cpu).run_hash
+
+    pinned = PINNED["baseline"][1]
+    assert resolve_setting(spec, recipe, cpu).run_hash == pinned
+    assert run_hash(0) != pinned  # undecided: every recorded run would read stale
+    monkeypatch.setitem(ADDED_FIELDS, "architecture",
+                        {**ADDED_FIELDS["architecture"], "new_knob": 0})
+    assert run_hash(0) == pinned and run_hash(1) != pinned

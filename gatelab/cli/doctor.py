@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gatelab.cli.format import table
+from gatelab.cli.options import Subparsers
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,12 @@ def format_diagnosis(d: Diagnosis) -> str:
     return "\n".join(lines)
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    return sub.add_parser("doctor", help="device, torch/CUDA/flash-attn versions, bf16 and "
+                          "compile, and the attention kernel of every variant")
+
+
+def run(args: argparse.Namespace) -> int:
     d = diagnose()
     print(format_diagnosis(d))
     broken = [v for v in d.variants if v.kernel.startswith("does not build")]

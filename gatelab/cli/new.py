@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from gatelab.cli.options import Subparsers
 from gatelab.registry.errors import Problem, SpecError
 
 ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -49,7 +50,21 @@ def _origin(field: str, sets: list[str]) -> str | None:
     return None
 
 
-def cmd_new(args: argparse.Namespace) -> int:
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    p = sub.add_parser("new", help="write a new variant spec as a diff from an existing one")
+    p.add_argument("name", help="the new spec's id (its file name)")
+    p.add_argument("--from", dest="base", required=True, metavar="VARIANT",
+                   help="the variant it differs from")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="a field to change, dotted (gate.granularity=headwise); repeatable")
+    p.add_argument("--description", help="one line: what it is (default: generated)")
+    p.add_argument("--hypothesis", help="one line: what you expect (default: generated)")
+    p.add_argument("--out", help="the folder (default: ./ablations, which every command "
+                   "searches first)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
     from gatelab.registry.loader import load_spec, spec_paths
     from gatelab.shipped import ablation_folders
 
@@ -83,17 +98,3 @@ def cmd_new(args: argparse.Namespace) -> int:
     print(f"run it: gatelab train {spec.id}{where}; or add it to a sweep's variants in "
           "sweeps.yaml")
     return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("new", help="write a new variant spec as a diff from an existing one")
-    p.add_argument("name", help="the new spec's id (its file name)")
-    p.add_argument("--from", dest="base", required=True, metavar="VARIANT",
-                   help="the variant it differs from")
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="a field to change, dotted (gate.granularity=headwise); repeatable")
-    p.add_argument("--description", help="one line: what it is (default: generated)")
-    p.add_argument("--hypothesis", help="one line: what you expect (default: generated)")
-    p.add_argument("--out", help="the folder (default: ./ablations, which every command "
-                   "searches first)")
-    p.set_defaults(func=cmd_new)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gatelab.cli.options import Subparsers, add_port
+
 
 def server_flags(store: Path) -> tuple[str, ...]:
     """The ``mlflow server`` flags that proxy artifacts into ``store``/artifacts."""
@@ -24,9 +26,20 @@ def store_uri(store: Path) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
-def cmd_server(args: argparse.Namespace) -> int:
-    from gatelab.dashboards.ui import serve
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    p = sub.add_parser("server", help="an MLflow tracking server with proxied artifacts, for "
+                       "sweeps on a Ray cluster")
+    p.add_argument("--store", default="mlflow-server",
+                   help="folder of its database and artifacts (default ./mlflow-server)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for other nodes)")
+    add_port(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
     from gatelab.runners.run.tracking import RunTracker
+    from gatelab.tracking_server import serve
 
     store = Path(args.store).expanduser().resolve()
     store.mkdir(parents=True, exist_ok=True)
@@ -37,14 +50,3 @@ def cmd_server(args: argparse.Namespace) -> int:
           flush=True)
     return serve(store_uri(store), args.port, host=args.host, extra=server_flags(store),
                  new_store=True, what="MLflow tracking server")
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("server", help="an MLflow tracking server with proxied artifacts, for "
-                       "sweeps on a Ray cluster")
-    p.add_argument("--store", default="mlflow-server",
-                   help="folder of its database and artifacts (default ./mlflow-server)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for other nodes)")
-    p.add_argument("--port", type=int, default=5000)
-    p.set_defaults(func=cmd_server)

@@ -1,12 +1,18 @@
-"""Text of ``gatelab sweep``: the plan, the summary table, the LR-search table, the link to the
-sweep's runs in the MLflow UI."""
+"""Text of ``gatelab sweep``: the plan, the summary table, the LR-search table, where the
+results are, the link to the sweep's runs in the MLflow UI."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gatelab.cli.format import table
-from gatelab.contract import DONE_STATUSES, PlanState
+from gatelab.cli.format import number, table
+from gatelab.contract import (
+    DONE_STATUSES,
+    IN_SWEEP,
+    SWEEP_TAG_PREFIX,
+    PlanState,
+    design_tag,
+)
 from gatelab.runners.sweep.driver import SUMMARY_KEYS, SummaryRow
 from gatelab.runners.sweep.lr_search import SearchRow
 from gatelab.runners.sweep.plan import PlanReport
@@ -49,16 +55,12 @@ def format_plan(report: PlanReport) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v: object) -> str:
-    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def format_summary(name: str, rows: list[SummaryRow]) -> str:
     staged = any(r.stage is not None for r in rows)
     body = table(("variant", *(("stage",) if staged else ()), "lr", "seed", "status",
                   *SUMMARY_KEYS),
                  [(r.variant, *((r.stage or "-",) if staged else ()), f"{r.lr:g}", r.seed,
-                   r.status.value, *(_fmt(r.metrics[k]) for k in SUMMARY_KEYS)) for r in rows])
+                   r.status.value, *(number(r.metrics[k]) for k in SUMMARY_KEYS)) for r in rows])
     failures = [f"  {r.variant}{f' ({r.stage})' if r.stage else ''} lr={r.lr:g} "
                 f"seed={r.seed}: {r.status.value}"
                 f"{'' if r.ran_now else ' (recorded earlier)'}: {r.cause or 'no cause recorded'}"
@@ -74,8 +76,20 @@ def format_search(name: str, rows: list[SearchRow]) -> str:
     return f"\nlr search {name}: per variant\n" + table(
         ("variant", "seed", "trials", "diverged", "best lr", "best val_loss",
          "largest stable lr", "smallest diverged lr"),
-        [(r.variant, r.seed, r.trials, r.diverged, _fmt(r.best_lr), _fmt(r.best_val_loss),
-          _fmt(r.largest_stable_lr), _fmt(r.smallest_diverged_lr)) for r in rows])
+        [(r.variant, r.seed, r.trials, r.diverged, number(r.best_lr), number(r.best_val_loss),
+          number(r.largest_stable_lr), number(r.smallest_diverged_lr)) for r in rows])
+
+
+def results_text(name: str, uri: str, experiment: str, uri_given: bool,
+                 design: bool = False) -> str:
+    """Where sweep ``name``'s runs are recorded (the store ``uri``, ``experiment``, the sweep's
+    tag; with ``design``, the until-decided design's experiment tag) and the command that
+    reports them (naming ``--tracking-uri`` where the user gave one)."""
+    tail = f"; the design is the experiment tag {design_tag(name)}." if design else "."
+    uri_flag = f" --tracking-uri {uri}" if uri_given else ""
+    return (f"\nResults: MLflow store {uri}, experiment {experiment!r}, runs tagged "
+            f"{SWEEP_TAG_PREFIX}{name}={IN_SWEEP}{tail}\n"
+            f"Tables, plots and an HTML report: .venv/bin/gatelab report {name}{uri_flag}")
 
 
 UI_BASE = "http://127.0.0.1:5000"

@@ -19,6 +19,7 @@ from gatelab.dashboards.report import plots
 from gatelab.dashboards.report.summary_run import attach
 from gatelab.dashboards.report.write import write_report
 from gatelab.dashboards.store.artifacts import RunArrays
+from gatelab.verdict import Verdict
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -42,6 +43,10 @@ def test_report_files_and_self_contained_html(store: Store, tmp_path: Path) -> N
     assert [p.key for p in report.headline][:1] == ["effects_forest"]
     assert html.index("effects_forest") < html.index("id=\"verdict-sentences\"") < html.index(
         "id=\"table1\"")
+    verdicts = report.table("verdicts")["verdict"].to_list()  # coloured by the Verdict's class
+    assert verdicts and all(f'<li class="{Verdict(v).css_class}">' in html for v in verdicts)
+    assert html.count('<td class="v-') == len(verdicts)
+    assert all(f"td.{v.css_class}, li.{v.css_class} {{ background" in html for v in Verdict)
     empty = sum(1 for t in report.tables if t.frame.is_empty())
     assert html.count("<table") == len(report.tables) - empty  # an empty one says "no rows"
     assert html.count("<em>no rows</em>") == empty
@@ -75,7 +80,6 @@ def test_summary_run_is_attached_and_never_loaded(fresh_store: Store, tmp_path: 
 
 def test_the_summary_run_counts_every_kind_of_verdict() -> None:
     from gatelab.dashboards.report.summary_run import verdict_counts
-    from gatelab.verdict import Verdict
 
     counts = verdict_counts([Verdict.REPRODUCED, Verdict.UNDECIDED, Verdict.UNDECIDED,
                              Verdict.CONFOUNDED, "inconclusive at this scale"])

@@ -74,6 +74,9 @@ class LoopState:
         self.generator = torch.Generator().manual_seed(recipe.seed)
         self.spikes = SpikeDetector(recipe.spike_window, recipe.spike_sigma, recipe.spike_min_nats)
         self.step = 0
+        self.settled = True
+        """Whether the state is at a step boundary (no step, evaluation or flush half done):
+        only then is it checkpointed when the run is stopped."""
         self.first_loss: float | None = None
         self.max_grad_norm = 0.0
         self.train_time_s = 0.0

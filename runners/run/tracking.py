@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from gatelab.contract import RunStatus, Tag, resolve_tracking_uri, sqlite_path
+from gatelab.contract import DONE_STATUSES, RunStatus, Tag, resolve_tracking_uri, sqlite_path
 from gatelab.experiment import ensure_experiment
 
 
@@ -206,9 +207,17 @@ class SystemMetrics:
 
 
 ERROR_ARTIFACT = "error.txt"
-"""A failed run's traceback (``RunTracker.fail``)."""
+"""The latest failure's traceback (``RunTracker.fail``); removed when the run later finishes."""
+FAILURES_ARTIFACT = "failures.json"
+"""Every failure of a run, the latest first, each ``{"at": UTC time, "cause": ...}``; kept when
+the run later finishes, as its history."""
 MAX_CAUSE_CHARS = 5000
 """The longest failure cause kept in the ``gatelab.failure`` tag (MLflow's limit on a tag)."""
+ATTEMPT_TAGS = (Tag.FAILURE, Tag.INTERRUPTED_STEP, Tag.INTERRUPTED_BY)
+"""Tags that say how an earlier attempt of a run ended: a run that finishes clears them."""
+RECORDED_ATTR = "gatelab_recorded_run_id"
+"""Set on an exception whose failure a ``RunTracker`` recorded (``note_recorded``): the sweep's
+driver then knows it need not record it again."""
 
 
 def failure_cause(err: BaseException) -> str:
@@ -216,13 +225,43 @@ def failure_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-class RunTracker:
-    """One MLflow run. Create with ``RunTracker.open``; call ``flush`` at checkpoints."""
+def note_recorded(err: BaseException, run_id: str) -> None:
+    """Mark ``err`` as recorded as the failure of ``run_id`` (the mark survives pickling, so it
+    crosses the Ray boundary with the exception)."""
+    setattr(err, RECORDED_ATTR, run_id)
 
-    def __init__(self, client: MlflowClient, run_id: str, uri: str):
+
+def recorded_run(err: BaseException | None) -> str | None:
+    """The run ``err`` was recorded as the failure of, else ``None``."""
+    run_id = getattr(err, RECORDED_ATTR, None)
+    return run_id if isinstance(run_id, str) else None
+
+
+def last_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step recorded of each metric of ``run_id`` (MLflow keeps each metric's point of
+    the largest step as its latest, so this reads no history)."""
+    steps: dict[str, int] = {}
+    for metric in client.get_run(run_id).data.to_proto().metrics:
+        steps[metric.key] = max(steps.get(metric.key, metric.step), metric.step)
+    return steps
+
+
+class RunTracker:
+    """One MLflow run. Create with ``RunTracker.open``; call ``flush`` at checkpoints.
+
+    Each metric is written once per step: a point at or before the last step recorded of its
+    key is dropped (``recorded``, read back from the store when a run is reopened). A resumed
+    run replays the steps since its checkpoint, and so never writes a (key, step) pair twice,
+    whatever it was killed between (a flush and the next checkpoint, a checkpoint set aside as
+    corrupt, the final metrics and the run's end)."""
+
+    def __init__(self, client: MlflowClient, run_id: str, uri: str,
+                 recorded: dict[str, int] | None = None):
         self.client, self.run_id, self.uri = client, run_id, uri
         self._buffer: list[Metric] = []
         self._system: SystemMetrics | None = None
+        self.recorded: dict[str, int] = dict(recorded or {})
+        """The last step of each metric key, recorded or buffered."""
 
     @staticmethod
     def client_for(uri: str | None,
@@ -259,10 +298,12 @@ class RunTracker:
     @classmethod
     def open(cls, client: MlflowClient, uri: str, experiment: str, run_name: str,
              run_id: str | None) -> RunTracker:
-        """Reopen ``run_id`` (a resumed run), or start a new run in ``experiment``."""
+        """Reopen ``run_id`` (a resumed or retried run: named ``run_name``, which replaces a
+        placeholder name, and knowing the steps it recorded), or start a new run in
+        ``experiment``."""
         if run_id is not None:
-            client.update_run(run_id, status="RUNNING")
-            return cls(client, run_id, uri)
+            client.update_run(run_id, status="RUNNING", name=run_name)
+            return cls(client, run_id, uri, last_steps(client, run_id))
         exp_id = ensure_experiment(client, uri, experiment)
         return cls(client, client.create_run(exp_id, run_name=run_name).info.run_id, uri)
 
@@ -276,7 +317,11 @@ class RunTracker:
         self.client.log_batch(self.run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()])
 
     def metric(self, key: str, value: float, step: int) -> None:
-        """Buffer one metric point; sent at the next ``flush``."""
+        """Buffer one metric point, sent at the next ``flush``; dropped if ``key`` has a point
+        at ``step`` or after it already (see the class docstring)."""
+        if step <= self.recorded.get(key, -1):
+            return
+        self.recorded[key] = step
         self._buffer.append(Metric(key, float(value), int(time.time() * 1000), step))
 
     def metrics(self, values: dict[str, float], step: int) -> None:
@@ -326,12 +371,31 @@ class RunTracker:
     def fail(self, cause: str, detail: str | None = None,
              tags: dict[str, str] | None = None) -> None:
         """Record a failure and end the run ``failed``: ``cause`` (one line) as the
-        ``gatelab.failure`` tag, ``detail`` (a traceback) as ``error.txt``, ``tags`` beside
-        them. The one way any code records that a run failed."""
+        ``gatelab.failure`` tag and first in ``failures.json`` (every failure, the latest
+        first), ``detail`` (a traceback) as ``error.txt``, ``tags`` beside them. The one way any
+        code records that a run failed; a run that later finishes clears the tag and
+        ``error.txt`` (``close``) and keeps the history."""
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.log_json(FAILURES_ARTIFACT, [{"at": at, "cause": cause}, *self.failures()])
         self.set_tags({**(tags or {}), Tag.FAILURE: cause[:MAX_CAUSE_CHARS]})
         if detail:
             self.log_text(ERROR_ARTIFACT, detail)
         self.close(RunStatus.FAILED, "FAILED")
+
+    def failures(self) -> list[dict[str, str]]:
+        """The run's recorded failures, the latest first (``FAILURES_ARTIFACT``)."""
+        if FAILURES_ARTIFACT not in {f.path for f in self.client.list_artifacts(self.run_id)}:
+            return []
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(self.run_id, FAILURES_ARTIFACT, tmp)
+            history: list[dict[str, str]] = json.loads(Path(path).read_text())
+        return history
+
+    def interrupt(self, step: int, signal_name: str) -> None:
+        """End the run ``KILLED`` (gatelab's ``interrupted``) at ``step``, stopped by
+        ``signal_name``: its checkpoint resumes it."""
+        self.set_tags({Tag.INTERRUPTED_STEP: str(step), Tag.INTERRUPTED_BY: signal_name})
+        self.close(RunStatus.INTERRUPTED, "KILLED")
 
     def close(self, gatelab_status: RunStatus, mlflow_status: str) -> None:
         """Stop the system metrics, flush, tag the gatelab status, and end the MLflow run."""
@@ -339,5 +403,28 @@ class RunTracker:
         if system is not None:
             system.stop()
         self.flush()
+        if gatelab_status in DONE_STATUSES:
+            self._clear_attempts()
         self.set_tags({Tag.STATUS: gatelab_status})
         self.client.set_terminated(self.run_id, status=mlflow_status)
+
+    def _clear_attempts(self) -> None:
+        """Remove what earlier attempts left that says the run failed or was stopped: the
+        ``ATTEMPT_TAGS`` and ``error.txt`` (``failures.json`` stays, as history)."""
+        tags = self.client.get_run(self.run_id).data.tags
+        for tag in ATTEMPT_TAGS:
+            if tag in tags:
+                self.client.delete_tag(self.run_id, tag)
+        if ERROR_ARTIFACT in {f.path for f in self.client.list_artifacts(self.run_id)}:
+            self._delete_artifact(ERROR_ARTIFACT)
+
+    def _delete_artifact(self, name: str) -> None:
+        """Delete the artifact ``name``; a store that refuses is a warning, never a failure."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        uri = self.client.get_run(self.run_id).info.artifact_uri
+        try:
+            get_artifact_repository(uri, tracking_uri=self.uri).delete_artifacts(name)
+        except Exception as err:  # an artifact store without deletion
+            _log.warning("%s of run %s was not removed (%s): it describes an earlier failure",
+                         name, self.run_id, err)

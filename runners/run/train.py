@@ -8,6 +8,12 @@ the model and the fixed validation batches, for measurements of one's own (the s
 A stage (``recipe.continue_from``) starts from its finished parent's final weights
 (``stages.py``); a run with ``save_weights`` logs its own at its end for later stages.
 
+SIGTERM (a preemption) and SIGINT (Ctrl-C) stop a run at its next step boundary
+(``stop_signals.py``): it checkpoints there, its MLflow run ends ``KILLED`` (gatelab's
+``interrupted``, with the step it reached) and ``Interrupted`` is raised; the same call resumes
+it. Metrics are flushed before each checkpoint, and a resumed run writes no (key, step) pair
+that its MLflow run holds already (``RunTracker``), so each is recorded exactly once.
+
 This module is the loop, read top to bottom: ``train`` finds the run's identity and its lease,
 ``_train_leased`` builds the loop's state (``loop_state.py``) and opens the MLflow run
 (``run_record.py``), ``_run_loop`` steps, evaluates (``evaluate.py``), logs and checkpoints.
@@ -16,6 +22,7 @@ What it returns is in ``result.py``.
 
 from __future__ import annotations
 
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -35,6 +42,7 @@ from gatelab.runners.run.evaluate import (
     summary_metrics,
     val_metrics,
 )
+from gatelab.runners.run.kill_points import KillPoint, reached
 from gatelab.runners.run.lease import Lease, LeaseOwner
 from gatelab.runners.run.loop_state import LoopState
 from gatelab.runners.run.measurements import diverged
@@ -59,8 +67,9 @@ from gatelab.runners.run.stages import (
     log_weights,
     parent_weights,
 )
+from gatelab.runners.run.stop_signals import Interrupted, StopSignals
 from gatelab.runners.run.storage import Storage
-from gatelab.runners.run.tracking import RunTracker, failure_cause
+from gatelab.runners.run.tracking import RunTracker, failure_cause, note_recorded
 
 
 def train(
@@ -124,24 +133,36 @@ def _train_leased(setting: RunSetting, resources: Resources,
                                  found.info.run_id if found else None)
         failed.fail(failure_cause(err), traceback.format_exc(),
                     {**run_tags(setting), **tags, Tag.NODE: node_name()})
+        note_recorded(err, failed.run_id)
         raise
     resume_id = saved["run_id"] if saved is not None else (found.info.run_id if found else None)
     tracker = RunTracker.open(client, uri, resources.experiment, run_name(setting), resume_id)
     record_start(tracker, setting, loop.model, data, tags, first=saved is None)
-    try:
-        tracker.watch_system(resumed=saved is not None)  # until tracker.close, on every path
-        result = _run_loop(loop, tracker, storage, on_progress, on_eval)
-    except KeyboardInterrupt:
-        storage.save_checkpoint(rhash, loop.state(tracker.run_id))
-        tracker.close(RunStatus.INTERRUPTED, "KILLED")
-        raise
-    except Exception as err:
-        tracker.fail(failure_cause(err), traceback.format_exc())
-        raise
-    return result
+    with StopSignals() as stop:
+        try:
+            tracker.watch_system(resumed=saved is not None)  # until tracker.close, on every path
+            return _run_loop(loop, tracker, storage, stop, on_progress, on_eval)
+        except KeyboardInterrupt as err:
+            stop.disarm()
+            _stop(loop, tracker, storage,
+                  err.signal_name if isinstance(err, Interrupted) else signal.SIGINT.name)
+            raise
+        except Exception as err:
+            tracker.fail(failure_cause(err), traceback.format_exc())
+            note_recorded(err, tracker.run_id)
+            raise
 
 
-def _run_loop(loop: LoopState, tracker: RunTracker, storage: Storage,
+def _stop(loop: LoopState, tracker: RunTracker, storage: Storage, signal_name: str) -> None:
+    """End a run stopped by ``signal_name``: at a step boundary, its metrics flushed and its
+    checkpoint written (else its last checkpoint stays), then its MLflow run ``KILLED``."""
+    if loop.settled:
+        tracker.flush()
+        storage.save_checkpoint(loop.setting.run_hash, loop.state(tracker.run_id))
+    tracker.interrupt(loop.step, signal_name)
+
+
+def _run_loop(loop: LoopState, tracker: RunTracker, storage: Storage, stop: StopSignals,
               on_progress: Callable[[Progress], None] | None,
               on_eval: Callable[[EvalPoint], None] | None) -> RunResult:
     r, data, device = loop.recipe, loop.data, loop.device
@@ -154,6 +175,8 @@ def _run_loop(loop: LoopState, tracker: RunTracker, storage: Storage,
                          r.eval_points if r.eval_schedule is EvalSchedule.LOG else None)
     divergence: str | None = None
     while loop.step < total and divergence is None:
+        stop.check()  # a step boundary: a stop asked for is taken here
+        loop.settled = False
         t0 = time.perf_counter()
         loss, lr, grad_norm, spike = loop.train_step(total)
         loop.timed(r.batch_size * r.seq_len, time.perf_counter() - t0)
@@ -162,24 +185,31 @@ def _run_loop(loop: LoopState, tracker: RunTracker, storage: Storage,
         tracker.metrics({"train_loss": loss, "lr": lr, "grad_norm": grad_norm}, step)
         if spike:
             tracker.metric("loss_spike", loss, step)
+        reached(KillPoint.STEPPED, step)
         assert loop.first_loss is not None
         divergence = diverged(loss, step, r.warmup_steps, loop.first_loss, r.divergence_margin)
         if on_progress is not None:
             on_progress(Progress(step, total, loss, tokens_per_s))
         if divergence is None and step in eval_at:
             val = evaluate(loop.model, val_batches, device, loop.numerics, loop.micro_batch)
-            tracker.metrics(val_metrics(val, data.bytes_per_token["val"]), step)
             if step < total:  # the final step's are part of the final measurements
+                tracker.metrics(val_metrics(val, data.bytes_per_token["val"]), step)
                 tracker.metrics(internals_during_training(loop.measure(measure)), step)
                 tracker.metrics(loop.throughput(), step)
             if on_eval is not None:
                 on_eval(EvalPoint(step, total, loop.train_time_s, val, tuple(loop.since_eval),
                                   loop.model, measure, data.tokenizer.eot_id))
             loop.since_eval = []
+            reached(KillPoint.EVALUATED, step)
             tracker.flush()  # live charts follow every evaluation, not only checkpoints
+            reached(KillPoint.EVAL_FLUSHED, step)
         if divergence is None and step % r.checkpoint_every == 0 and step < total:
+            tracker.flush()  # first: a checkpoint never holds a step whose metrics are lost
+            reached(KillPoint.CHECKPOINT_FLUSHED, step)
             storage.save_checkpoint(loop.setting.run_hash, loop.state(tracker.run_id))
-            tracker.flush()
+            reached(KillPoint.CHECKPOINTED, step)
+        loop.settled = True
+    stop.check()
     summary, internals = final_evaluation(loop, divergence, measure)
     tracker.metrics(summary_metrics(summary), loop.step)
     if internals is not None:
@@ -190,6 +220,9 @@ def _run_loop(loop: LoopState, tracker: RunTracker, storage: Storage,
     elif r.save_weights:  # before the status: a finished run's weights are there to load
         log_weights(tracker, loop.model)
     tracker.log_json(SUMMARY_ARTIFACT, summary)
+    tracker.flush()
+    reached(KillPoint.FINAL_FLUSHED, loop.step)
     tracker.close(status, "FINISHED")
+    reached(KillPoint.CLOSED, loop.step)
     storage.drop_checkpoint(loop.setting.run_hash)
     return RunResult(tracker.run_id, loop.setting.run_hash, status, summary)

@@ -4,23 +4,34 @@ Locally ``ray.init()`` starts Ray in this process (every service on 127.0.0.1); 
 ``--address``/``RAY_ADDRESS`` (which ``ray job submit`` sets) it joins that cluster. Workers log
 to the tracking URI this driver resolved. A run that raises, or whose worker dies, is recorded
 ``failed`` with its cause, never raised here.
+
+SIGTERM or SIGINT to the driver (a preempted job, Ctrl-C) is passed on to its runs: each is
+cancelled, which Ray delivers to the run as SIGINT, so it checkpoints at its next step boundary
+and ends its MLflow run ``KILLED`` (``runners/run/stop_signals.py``). The driver waits up to
+``DRIVER_GRACE_S`` for them, then raises ``Interrupted``; the same sweep resumes them.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Protocol
 
 from gatelab.contract import DONE_STATUSES, RunStatus, Tag, sweep_tag
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.resources import Resources
 from gatelab.runners.run.result import RunResult
-from gatelab.runners.run.tracking import RunTracker, nested_under
+from gatelab.runners.run.stop_signals import STOP_GRACE_S, StopSignals
+from gatelab.runners.run.tracking import RunTracker, nested_under, recorded_run
 from gatelab.runners.sweep.context import SweepContext, connect_ray
 from gatelab.runners.sweep.data import prepare_sweep_data
 from gatelab.runners.sweep.parent import SweepParent
 from gatelab.runners.sweep.plan import PlannedRun
 from gatelab.runners.sweep.spec import Sweep
+
+DRIVER_GRACE_S = STOP_GRACE_S + 10.0
+"""Seconds the driver waits, after a stop signal, for its runs to checkpoint and end: a run's
+own grace period, and time to write its checkpoint and end its MLflow run."""
 
 
 class SweepObserver(Protocol):
@@ -63,15 +74,22 @@ def execute(todo: list[PlannedRun], sweep: Sweep, ctx: SweepContext, name: str,
         refs[ref] = p
     results: dict[str, RunResult] = {}
     pending = list(refs)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-        for ref in ready:
-            p = refs[ref]
-            results[p.run_hash] = _collect(ref, p, ctx, name)
+    deadline: float | None = None
+    with StopSignals(grace_s=None) as stop:
+        while pending and (deadline is None or time.monotonic() < deadline):
+            if stop.requested is not None and deadline is None:
+                for ref in pending:  # each run checkpoints at its next step boundary
+                    ray.cancel(ref, force=False)
+                deadline = time.monotonic() + DRIVER_GRACE_S
+            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in ready:
+                p = refs[ref]
+                results[p.run_hash] = _collect(ref, p, ctx, name)
+                if observer is not None:
+                    observer.finished(p, results[p.run_hash])
             if observer is not None:
-                observer.finished(p, results[p.run_hash])
-        if observer is not None:
-            observer.refresh(_snapshot(board))
+                observer.refresh(_snapshot(board))
+        stop.check()
     return results
 
 
@@ -90,17 +108,20 @@ def _snapshot(board: Any) -> dict[str, tuple[int, int, float]]:
 
 def _collect(ref: Any, p: PlannedRun, ctx: SweepContext, name: str) -> RunResult:
     import ray
-    from ray.exceptions import RayError, RayTaskError
+    from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
     try:
         result: RunResult = ray.get(ref)
+    except TaskCancelledError:  # stopped by the driver: the run recorded it was interrupted
+        return RunResult(None, p.run_hash, RunStatus.INTERRUPTED)
     except RayTaskError as err:  # the run raised; train() records it, unless it never got there
         cause = f"{type(err.cause).__name__}: {err.cause}"
         if ctx.joins_cluster:  # the driver's output is what `ray job logs` shows
             print(f"gatelab sweep {name}: run {p.spec.id} lr={p.recipe.lr:g} "
                   f"seed={p.recipe.seed} ({p.run_hash[:12]}) failed on a worker:\n{err}",
                   file=sys.stderr, flush=True)
-        mark_failed(ctx, p, cause, name, str(err))
+        if recorded_run(err.cause) is None:
+            mark_failed(ctx, p, cause, name, str(err))
         return RunResult(None, p.run_hash, RunStatus.FAILED, cause=cause)
     except RayError as err:  # the worker died (killed, out of memory, node lost)
         cause = f"{type(err).__name__}: {str(err).splitlines()[0]}"
@@ -115,15 +136,16 @@ def _collect(ref: Any, p: PlannedRun, ctx: SweepContext, name: str) -> RunResult
 def mark_failed(ctx: SweepContext, p: PlannedRun, cause: str, name: str,
                 detail: str | None = None) -> None:
     """Record a run that failed where ``train`` could not record it (its worker died, or it
-    failed before ``train`` began): its MLflow run (created if need be) ends ``failed`` with the
-    cause. A run already recorded as done or failed is left as it is."""
+    failed before ``train`` began): its MLflow run ends ``failed`` with the cause, which
+    ``RunTracker.fail`` puts first in its history (a run that had failed before too keeps both).
+    A run that is not recorded yet is created under a placeholder name, which ``train``
+    replaces when it reopens the run. A run recorded as done is left as it is."""
     found = RunTracker.find(ctx.client, ctx.experiment, p.run_hash)
-    status = found.data.tags.get(Tag.STATUS) if found is not None else None
-    if status in DONE_STATUSES or status == RunStatus.FAILED:
+    if found is not None and found.data.tags.get(Tag.STATUS) in DONE_STATUSES:
         return
-    tracker = RunTracker.open(ctx.client, ctx.uri, ctx.experiment,
-                              f"{p.spec.id}-{p.run_hash[:8]}",
-                              found.info.run_id if found else None)
+    tracker = (RunTracker(ctx.client, found.info.run_id, ctx.uri) if found is not None else
+               RunTracker.open(ctx.client, ctx.uri, ctx.experiment,
+                               f"{p.spec.id}-{p.run_hash[:8]}", None))
     parent = SweepParent.find(ctx.client, ctx.experiment, name)
     tracker.fail(cause, detail,  # detail: the worker's traceback, as Ray reported it
                  {Tag.RUN_HASH: p.run_hash, Tag.VARIANT: p.spec.id, **sweep_tag(name),

@@ -22,7 +22,7 @@ def test_outside_a_checkout_the_commit_comes_from_the_environment(
 
 def test_the_repository_is_the_checkout_root_not_a_package_folder() -> None:
     root = Path(__file__).resolve().parents[3]
-    assert provenance.REPO == root
+    assert root == provenance.REPO
     assert (provenance.REPO / "pyproject.toml").is_file()
 
 

@@ -1,10 +1,14 @@
 """A SQLite tracking store that cannot be used is one ``TrackingError`` naming the URI, the
 cause and the fix, raised before MLflow touches it; another program's database is never given
-MLflow's tables; a new (missing or empty) store and an existing MLflow store work."""
+MLflow's tables; a new (missing or empty) store and an existing MLflow store work. A run's
+tracker writes each (metric, step) once, also after it is reopened; every failure is recorded,
+the latest first, and a run that finishes after failing keeps no sign of the failure but its
+history."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import sqlite3
 import subprocess
 import sys
@@ -16,12 +20,17 @@ from pathlib import Path
 import pytest
 
 from gatelab import experiment
+from gatelab.contract import RunStatus, Tag
 from gatelab.runners.run import tracking
 from gatelab.runners.run.tracking import (
+    ERROR_ARTIFACT,
+    FAILURES_ARTIFACT,
     RunTracker,
     TrackingError,
     check_sqlite_store,
     check_sqlite_writable,
+    note_recorded,
+    recorded_run,
 )
 
 AS_ROOT = os.geteuid() == 0
@@ -264,3 +273,81 @@ def test_an_experiment_created_elsewhere_keeps_its_artifacts_beside_the_store(
     assert (tmp_path / "store" / "mlruns" / "odd_name_1" / run.run_id / "artifacts" /
             "hello.txt").read_text() == "hi"
     assert experiment.artifact_location("http://127.0.0.1:5000", "x") is None
+
+
+def metric_rows(db: Path, run_id: str) -> list[tuple[str, int]]:
+    """Every (key, step) row the store holds for ``run_id``, repeats included."""
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT key, step FROM metrics WHERE run_uuid = ? ORDER BY key, step",
+                           (run_id,)).fetchall()
+    return [(key, int(step)) for key, step in rows]
+
+
+def artifacts(tracker: RunTracker) -> set[str]:
+    return {f.path for f in tracker.client.list_artifacts(tracker.run_id)}
+
+
+def test_a_reopened_run_writes_no_metric_step_twice(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    client, uri = RunTracker.client_for(uri_of(db))
+    first = RunTracker.open(client, uri, "exp", "run", None)
+    for step in (1, 2, 3):
+        first.metric("train_loss", 1.0 / step, step)
+    first.metric("val_loss", 0.5, 2)
+    first.metric("val_loss", 0.6, 2)  # twice at one step in one process: the first stays
+    first.flush()  # then killed: no close, no checkpoint beyond step 1
+
+    again = RunTracker.open(client, uri, "exp", "run", first.run_id)
+    assert again.recorded == {"train_loss": 3, "val_loss": 2}
+    for step in (2, 3, 4):  # replayed from a checkpoint at step 1
+        again.metrics({"train_loss": 9.0, "val_loss": 9.0}, step)
+    again.close(RunStatus.FINISHED, "FINISHED")
+    rows = metric_rows(db, first.run_id)
+    assert rows == [("train_loss", 1), ("train_loss", 2), ("train_loss", 3), ("train_loss", 4),
+                    ("val_loss", 2), ("val_loss", 3), ("val_loss", 4)]
+    history = client.get_metric_history(first.run_id, "train_loss")
+    assert [m.value for m in history if m.step == 3] == [1.0 / 3]  # the recorded one
+
+
+def test_every_failure_is_recorded_the_latest_first_and_a_finish_clears_them(
+        tmp_path: Path) -> None:
+    client, uri = RunTracker.client_for(uri_of(tmp_path / "mlflow.db"))
+    placeholder = RunTracker.open(client, uri, "exp", "baseline-d5b40af2", None)
+    placeholder.fail("RayError: the worker died", "worker traceback")
+    first = client.get_run(placeholder.run_id)
+    assert first.data.tags[Tag.FAILURE] == "RayError: the worker died"
+    assert first.data.tags[Tag.STATUS] == RunStatus.FAILED and first.info.status == "FAILED"
+
+    again = RunTracker(client, placeholder.run_id, uri)  # a second failure of a failed run
+    again.fail("ValueError: bad corpus", "train traceback")
+    assert client.get_run(again.run_id).data.tags[Tag.FAILURE] == "ValueError: bad corpus"
+    assert [f["cause"] for f in again.failures()] == ["ValueError: bad corpus",
+                                                      "RayError: the worker died"]
+    local = client.download_artifacts(again.run_id, ERROR_ARTIFACT, str(tmp_path / "dl"))
+    assert Path(local).read_text() == "train traceback"
+
+    retried = RunTracker.open(client, uri, "exp", "baseline lr=0.003 seed=0", again.run_id)
+    retried.interrupt(7, "SIGTERM")
+    stopped = client.get_run(retried.run_id)
+    assert stopped.info.status == "KILLED"
+    assert stopped.data.tags[Tag.STATUS] == RunStatus.INTERRUPTED
+    assert (stopped.data.tags[Tag.INTERRUPTED_STEP], stopped.data.tags[Tag.INTERRUPTED_BY]) == (
+        "7", "SIGTERM")
+    assert Tag.FAILURE in stopped.data.tags  # not finished yet: the failure still stands
+
+    resumed = RunTracker.open(client, uri, "exp", "baseline lr=0.003 seed=0", again.run_id)
+    resumed.close(RunStatus.FINISHED, "FINISHED")
+    done = client.get_run(resumed.run_id)
+    assert done.info.run_name == "baseline lr=0.003 seed=0"  # the placeholder is gone
+    assert not {Tag.FAILURE, Tag.INTERRUPTED_STEP, Tag.INTERRUPTED_BY} & set(done.data.tags)
+    assert ERROR_ARTIFACT not in artifacts(resumed) and FAILURES_ARTIFACT in artifacts(resumed)
+    assert len(resumed.failures()) == 2  # the history stays
+
+
+def test_a_recorded_failure_says_so_after_pickling() -> None:
+    """As it crosses the Ray boundary: the driver then does not record it a second time."""
+    err = ValueError("bad corpus")
+    assert recorded_run(err) is None
+    note_recorded(err, "abc123")
+    copy = pickle.loads(pickle.dumps(err))
+    assert recorded_run(copy) == "abc123" and str(copy) == "bad corpus"

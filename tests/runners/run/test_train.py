@@ -1,9 +1,13 @@
-"""One run end to end on the built-in corpus: loss falls, MLflow holds every measurement, a
-resumed run equals an uninterrupted one, divergence is a result, bad input is a clear error."""
+"""One run end to end on the built-in corpus: loss falls, MLflow holds every measurement once, a
+resumed run equals an uninterrupted one and writes no step twice, a retried run keeps no sign
+of its failure but its history, Ctrl-C stops at a step boundary, divergence is a result, bad
+input is a clear error."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -68,6 +72,8 @@ def test_every_measurement_is_in_mlflow(finished: tuple) -> None:
     client = MlflowClient(res.tracking_uri)
     for key in ("f_attn", "m_act", "f_attn.layer03"):  # also during training, at evaluations
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [20, 40], key
+    for key in ("val_loss", "val_ppl", "val_bpb"):  # the final step's once, from the summary
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [20, 40], key
     tags = run.data.tags
     assert tags["gatelab.status"] == "finished" and run.info.status == "FINISHED"
     assert tags["gatelab.variant"] == "g1-elementwise"
@@ -125,6 +131,14 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path,
     losses = {m.step: m.value for m in client.get_metric_history(resumed.run_id, "train_loss")}
     assert losses[SHORT["steps"]] == ref_losses[SHORT["steps"]]
     assert len(client.search_runs([crashed.info.experiment_id])) == 1
+    # The crash flushed steps 21-25, which the resume from step 20 replayed: written once.
+    history = client.get_metric_history(resumed.run_id, "train_loss")
+    assert sorted(m.step for m in history) == list(range(1, SHORT["steps"] + 1))
+    # A retry that finishes keeps no sign of its failure but the history.
+    run = client.get_run(resumed.run_id)
+    assert "gatelab.failure" not in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(resumed.run_id)}
+    assert "error.txt" not in artifacts and "failures.json" in artifacts
 
 
 def test_ctrl_c_checkpoints_and_the_same_call_resumes(tmp_path: Path, finished: tuple) -> None:
@@ -132,16 +146,42 @@ def test_ctrl_c_checkpoints_and_the_same_call_resumes(tmp_path: Path, finished: 
     spec, recipe = load_variant("g1-elementwise"), load_recipe("tiny", SHORT)
     res = resources(tmp_path, "interrupt")
 
-    def interrupt_at_13(p: Progress) -> None:
+    def ctrl_c_at_13(p: Progress) -> None:
+        if p.step == 13:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+        train(spec, recipe, res, on_progress=ctrl_c_at_13)
+    client = MlflowClient(res.tracking_uri)
+    [stopped] = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert stopped.info.status == "KILLED" and stopped.data.tags["gatelab.status"] == "interrupted"
+    assert stopped.data.tags["gatelab.interrupted_step"] == "13"
+    assert stopped.data.tags["gatelab.interrupted_by"] == "SIGINT"
+    steps: list[int] = []
+    resumed = train(spec, recipe, res, on_progress=lambda p: steps.append(p.step))
+    assert steps[0] == 14  # the step boundary after the signal, checkpointed
+    assert resumed.summary["val_loss"] == reference.summary["val_loss"]
+    assert "gatelab.interrupted_step" not in client.get_run(resumed.run_id).data.tags
+
+
+def test_an_interruption_mid_step_keeps_the_last_checkpoint(tmp_path: Path) -> None:
+    """A KeyboardInterrupt raised inside a step (not a signal at its boundary) leaves the state
+    half updated: the checkpoint before it stays, and the resume writes no step twice."""
+    spec, recipe = load_variant("g1-elementwise"), load_recipe("tiny", SHORT)
+    res = resources(tmp_path, "mid-step")
+
+    def interrupt_in_13(p: Progress) -> None:
         if p.step == 13:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(spec, recipe, res, on_progress=interrupt_at_13)
+        train(spec, recipe, res, on_progress=interrupt_in_13)
     steps: list[int] = []
     resumed = train(spec, recipe, res, on_progress=lambda p: steps.append(p.step))
-    assert steps[0] == 14
-    assert resumed.summary["val_loss"] == reference.summary["val_loss"]
+    assert steps[0] == 11  # from the checkpoint at step 10
+    client = MlflowClient(res.tracking_uri)
+    history = client.get_metric_history(resumed.run_id, "train_loss")
+    assert sorted(m.step for m in history) == list(range(1, SHORT["steps"] + 1))
 
 
 def test_an_absurd_learning_rate_ends_as_diverged_not_a_crash(tmp_path: Path) -> None:

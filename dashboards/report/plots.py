@@ -10,7 +10,7 @@ the backend of a notebook that imports this is left alone).
 - ``internals_per_layer``: ``f_attn`` and ``m_act`` per layer, the baseline against the gates.
 - ``gate_scores``: the mean gate score and the fraction of scores below 0.1, per layer.
 - ``gate_histograms``: the distribution of gate scores per gated variant (from each run's
-  ``internals.npz``, ``dashboards/artifacts.py``).
+  ``internals.npz``, ``dashboards/store/artifacts.py``).
 - ``attention_maps``: a few heads' attention maps, the baseline against gated variants.
 - ``position_loss``: loss against position at each evaluated length, one panel per stage of
   the long-context chain (train, extend, YaRN), the training length marked.
@@ -227,7 +227,7 @@ def sink_metrics_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: 
 
 
 def position_loss(table: pl.DataFrame, path: Path) -> Path | None:
-    """One panel per stage (``dashboards/long_context.py``'s ``loss_by_position`` table):
+    """One panel per stage (``dashboards/tables/long_context.py``'s ``loss_by_position`` table):
     the mean loss in each position bucket against the bucket's middle position (log scale),
     per variant; the longest evaluated window solid, the shorter ones faint; dotted: the length
     the stage trained at, beyond which a model reads positions it never saw."""

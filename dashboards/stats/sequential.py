@@ -6,8 +6,8 @@ clinical trials", Biometrika 70(3):659-663) with the O'Brien-Fleming-type spendi
 ``alpha(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t))`` (O'Brien & Fleming 1979, Biometrics
 35:549-556), ``t = n_k / n_max`` the information fraction at look ``k``: the seeds so far over
 the cap. At look ``k`` the claims still open are tested with their two-sided t-tests over the
-seeds so far, Holm-adjusted among themselves (``stats.holm``), against the alpha spent at that
-look, ``alpha(t_k) - alpha(t_{k-1})``; a claim that crosses it is decided (reproduced or not,
+seeds so far, Holm-adjusted among themselves (``inference.holm``), against the alpha spent at
+that look, ``alpha(t_k) - alpha(t_{k-1})``; a claim that crosses it is decided (reproduced or not,
 by its sign) and stays decided. Summing the spent alphas (a union bound over looks) caps the
 chance of any false decision at ``alpha(1) = alpha`` without the joint distribution of the
 statistics across looks that the exact Lan-DeMets boundaries use: conservative, valid for t-tests

@@ -1,6 +1,6 @@
 """Recorded runs -> one Polars frame: a row per training run, typed columns (``columns.py``).
 
-``load_frame`` reads a store (``store.open_store``) and ``to_frame`` types what it read: tags
+``load_frame`` reads a store (``open_store.py``) and ``to_frame`` types what it read: tags
 become named columns, params keep their names with a type inferred over all runs (Int64,
 Float64, Boolean or Utf8; the string ``None`` is null), latest metrics become Float64 columns.
 Where a hash was recorded twice (it should not be), the newest run is kept.

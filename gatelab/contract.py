@@ -144,8 +144,8 @@ def sweep_tag(name: str, value: str = IN_SWEEP) -> dict[str, str]:
 
 DESIGN_TAG_PREFIX = "gatelab.design."
 """The experiment tag ``gatelab.design.NAME`` holds, as JSON, the sequential design of
-``gatelab sweep NAME --until-decided`` (``dashboards/sequential.py``'s ``Design``): fixed at
-the first round so that a report replays the same looks."""
+``gatelab sweep NAME --until-decided`` (``dashboards/stats/sequential.py``'s ``Design``):
+fixed at the first round so that a report replays the same looks."""
 
 
 def design_tag(name: str) -> str:

@@ -23,10 +23,12 @@ from gatelab.dashboards.store.open_store import Backend, open_store
 from gatelab.dashboards.store.raw_runs import RunStore
 from gatelab.dashboards.tables import lr_tolerance as lr_tables
 from gatelab.dashboards.tables import paper_tables
+from gatelab.dashboards.tables.families import family_table
 from gatelab.dashboards.tables.long_context import loss_by_length, loss_by_position
 from gatelab.dashboards.tables.sink_onset import sink_onset
 from gatelab.dashboards.verdicts.claims import Claim
 from gatelab.dashboards.verdicts.procedure import untested, verdicts
+from gatelab.registry.schema import Family
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,11 @@ class Runs:
     def table4(self) -> pl.DataFrame:
         """Table 4's shape: gate scores, ``m_act``, ``f_attn``, PPL (``paper_tables.table4``)."""
         return paper_tables.table4(self.frame)
+
+    def families(self, families: Sequence[Family | str] | None = None) -> pl.DataFrame:
+        """The gate and its alternatives side by side, a row per setting and variant with its
+        family (``tables/families.py``: ``families`` narrows them, the baseline always kept)."""
+        return family_table(self.frame, families)
 
     def lr_tolerance(self) -> pl.DataFrame:
         """Variant x LR: final loss or ``diverged k/n``; best and largest stable LR."""

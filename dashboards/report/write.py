@@ -25,7 +25,6 @@ from gatelab.dashboards.runs import Runs
 from gatelab.dashboards.stats.sequential import PROCEDURE
 from gatelab.dashboards.store.columns import DONE_STATUSES, layer_columns
 from gatelab.dashboards.tables.compare import finished
-from gatelab.dashboards.tables.families import family_table
 from gatelab.dashboards.tables.lr_tolerance import DEGRADED_MARGIN
 from gatelab.dashboards.verdicts.claims import Claim
 from gatelab.dashboards.verdicts.text import verdict_sentence
@@ -88,7 +87,7 @@ def build_tables(runs: Runs, claims: Sequence[Claim] | None = None) -> list[Tabl
               "SwitchHead, sink mitigations): finished runs, validation loss, f_attn, m_act, "
               "gate score, the per-head sink metrics and the step time (ms), mean ± 95% CI; "
               "d_*: the paired change against the baseline on the same seeds.",
-              family_table(runs.frame)),
+              runs.families()),
         Table("sink_onset", "Sink onset",
               "Per run: the first evaluation step at which some layer's largest head put at "
               f"least {SINK_HEAD_THRESHOLD} of its attention on the first token (a sink head, "

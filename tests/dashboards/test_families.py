@@ -1,12 +1,14 @@
-"""The family table (``dashboards/families.py``) on synthetic runs with known answers."""
+"""The family table (``dashboards/tables/families.py``) on synthetic runs with known answers, and
+through the query API (``runs.families()``) on a real store."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 import pytest
-from synthetic import FakeRun, frame
+from synthetic import FakeRun, Store, frame
 
+from gatelab import dashboards
 from gatelab.dashboards.tables.families import UNKNOWN, family_of, family_table
 from gatelab.registry.schema import Family
 
@@ -71,3 +73,12 @@ def test_a_family_filter_keeps_the_baseline_as_reference() -> None:
     without = family_table(_runs().drop("attn_mass"), families=["SwitchHead"])
     assert without["variant"].to_list() == ["baseline", "switch-v-4-top-4"]
     assert "attn_mass" not in without.columns
+
+
+def test_the_query_api_gives_the_family_table_of_its_runs(store: Store) -> None:
+    runs = dashboards.load("t", tracking_uri=store.uri)
+    table = runs.families()
+    assert table.height and table.equals(family_table(runs.frame))
+    gates = runs.families([Family.GATES])
+    assert gates["variant"][0] == "baseline"
+    assert set(gates["family"].to_list()) == {Family.CONTROLS.value, Family.GATES.value}

@@ -25,8 +25,12 @@ from gatelab.cli.options import Subparsers
 
 @dataclass(frozen=True)
 class VariantKernel:
+    """One row of the kernel table: a variant, the size it was built at, its kernel."""
+
     variant: str
+    """The variant's id."""
     size: str
+    """The size preset it was built at (its CPU size: ``tiny``, ``tiny-moe``, ...)."""
     kernel: str
     """The kernel name (``sdpa``, ``flash``, ``explicit``), with the normaliser where the
     explicit path stands in for a fused kernel; or the error that kept the model from
@@ -35,22 +39,32 @@ class VariantKernel:
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """What ``gatelab doctor`` found, each field one line (or table) of its output."""
+
     device: str
+    """``cuda``, or ``cpu (N cores)``."""
     gpus: list[str]
     """One line per CUDA device torch sees."""
     nvidia_smi: bool
     """``nvidia-smi`` is on the PATH (an NVIDIA driver is installed)."""
     torch: str
+    """The torch version (``2.13.0+cpu``)."""
     cuda: str | None
     """The CUDA version torch was built with; ``None``: a CPU build."""
     flash_attn: str | None
     """The installed flash-attn version; ``None``: not installed."""
     flash_importable: bool
+    """flash-attn imports and can run here (``model.attention_ops.flash_available``)."""
     bf16: str
+    """Whether runs train in bf16 here, and why (a sentence)."""
     compile: str
+    """Whether ``torch.compile`` can be used here, with what, and why (a sentence)."""
     numerics: str
+    """What ``auto`` resolves to: device type, precision, attention kernel."""
     variants: list[VariantKernel]
+    """Every valid variant's attention kernel, in the registry's order."""
     spec_errors: list[str]
+    """One message per invalid spec file (it names the file and the field)."""
 
 
 def kernel_name(kernel: Callable[..., object]) -> str:

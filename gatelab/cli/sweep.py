@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         format_summary,
         results_text,
         ui_link,
+        uri_flag,
     )
     from gatelab.contract import DONE_STATUSES, TO_TRAIN
     from gatelab.runners.sweep.context import SweepContext
@@ -102,11 +103,11 @@ def run(args: argparse.Namespace) -> int:
         print(format_summary(args.name, summary))
         failed = any(r.status not in DONE_STATUSES for r in summary)
     where = ctx.uri
-    print(results_text(args.name, where, args.experiment, args.tracking_uri is not None))
+    given = args.tracking_uri is not None
+    print(results_text(args.name, where, args.experiment, given))
     if where.startswith(("http://", "https://")):  # a tracking server serves its own UI
         print(f"Open the MLflow UI: {ui_link(ctx.client, args.experiment, base=where)}")
     else:
-        uri_flag = "" if args.tracking_uri is None else f" --tracking-uri {where}"
-        print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag}  (then "
+        print(f"Open the MLflow UI: .venv/bin/gatelab ui{uri_flag(where, given)}  (then "
               f"{ui_link(ctx.client, args.experiment)})")
     return 1 if failed else 0

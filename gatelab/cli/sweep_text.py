@@ -86,10 +86,16 @@ def results_text(name: str, uri: str, experiment: str, uri_given: bool,
     tag; with ``design``, the until-decided design's experiment tag) and the command that
     reports them (naming ``--tracking-uri`` where the user gave one)."""
     tail = f"; the design is the experiment tag {design_tag(name)}." if design else "."
-    uri_flag = f" --tracking-uri {uri}" if uri_given else ""
     return (f"\nResults: MLflow store {uri}, experiment {experiment!r}, runs tagged "
             f"{SWEEP_TAG_PREFIX}{name}={IN_SWEEP}{tail}\n"
-            f"Tables, plots and an HTML report: .venv/bin/gatelab report {name}{uri_flag}")
+            f"Tables, plots and an HTML report: .venv/bin/gatelab report "
+            f"{name}{uri_flag(uri, uri_given)}")
+
+
+def uri_flag(uri: str, given: bool) -> str:
+    """`` --tracking-uri URI`` (with its leading space) for a suggested command where the
+    user gave one; else empty (the default store is found again)."""
+    return f" --tracking-uri {uri}" if given else ""
 
 
 UI_BASE = "http://127.0.0.1:5000"

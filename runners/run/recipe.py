@@ -94,8 +94,10 @@ class Recipe:
     <= 1_000_000_000_000_000, and at most 1_000_000_000 steps of ``batch_size * seq_len``."""
     batch_size: int = bounded(16, Bound(ge=1, le=65_536))
     """Sequences per optimizer step. Allowed: >= 1 and <= 65_536."""
-    seq_len: int = bounded(128, Bound(ge=1, le=1_048_576))
-    """Tokens per training sequence. Allowed: >= 1 and <= 1_048_576."""
+    seq_len: int = bounded(128, Bound(ge=2, le=1_048_576))
+    """Tokens per training sequence; at least 2, since the paper's measurements compare a
+    token's attention to the first token with the rest (at 1 there is no rest: ``f_attn`` is
+    nan). Allowed: >= 2 and <= 1_048_576."""
     lr: float = bounded(3e-3, LR_BOUND)
     """Peak learning rate after warmup. Allowed: > 0 and <= 10."""
     min_lr_ratio: float = bounded(0.1, Bound(ge=0, le=1))

@@ -1,0 +1,110 @@
+"""SIGTERM to a sweep's driver (a preempted job) is passed on to its runs: each checkpoints at
+its next step boundary and ends ``KILLED`` (interrupted, not failed), the driver exits within
+its grace period, and the same sweep resumes each run into its MLflow run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from gatelab.contract import Tag
+from gatelab.runners.sweep.execute import DRIVER_GRACE_S
+
+REPO = Path(__file__).resolve().parents[3]
+STEPS = 300
+SWEEPS = f"""
+stoppable:
+  description: one run long enough to be stopped
+  variants: [baseline]
+  recipe: tiny
+  overrides: {{steps: {STEPS}, eval_every: 10, checkpoint_every: 100, warmup_steps: 5,
+              batch_size: 4, seq_len: 32, eval_batches: 1, measure_batches: 1}}
+  seeds: [0]
+"""
+
+
+def command(tmp_path: Path) -> list[str]:
+    return [sys.executable, "-m", "gatelab", "sweep", "stoppable", "--sweeps",
+            str(tmp_path / "sweeps.yaml"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--work-dir", str(tmp_path / "work"), "--no-progress"]
+
+
+def ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
+               PYTHONUNBUFFERED="1")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def train_loss_steps(db: Path) -> list[int]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=30) as con:
+        try:
+            rows = con.execute("SELECT step FROM metrics WHERE key = 'train_loss' ORDER BY step")
+            return [int(step) for (step,) in rows]
+        except sqlite3.OperationalError:  # the tables are not made yet
+            return []
+
+
+def training_run(db: Path) -> Any:
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("gatelab")
+    assert experiment is not None
+    [run] = [r for r in client.search_runs([experiment.experiment_id])
+             if Tag.RUN_HASH in r.data.tags]
+    return run
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_driver_stops_its_runs_at_a_checkpoint_and_the_sweep_resumes(
+        tmp_path: Path) -> None:
+    (tmp_path / "sweeps.yaml").write_text(SWEEPS)
+    db = tmp_path / "mlflow.db"
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(command(tmp_path), cwd=REPO, env=ray_env(), stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not train_loss_steps(db):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run never logged a step"
+            time.sleep(0.5)
+        sent = time.monotonic()
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=DRIVER_GRACE_S + 60) == 130, log.read_text()[-3000:]
+        assert time.monotonic() - sent < DRIVER_GRACE_S + 30
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # Ray processes the session left
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert "interrupted; run the same command again to resume" in log.read_text()
+
+    stopped = training_run(db)
+    tags = stopped.data.tags
+    assert stopped.info.status == "KILLED", tags
+    assert tags["gatelab.status"] == "interrupted" and Tag.FAILURE not in tags
+    step = int(tags["gatelab.interrupted_step"])
+    assert 10 <= step < STEPS
+    checkpoint = tmp_path / "work" / "checkpoints" / tags[Tag.RUN_HASH] / "last.pt"
+    assert torch.load(checkpoint, weights_only=True)["step"] == step
+
+    again = subprocess.run(command(tmp_path), cwd=REPO, env=ray_env(), capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = training_run(db)
+    assert resumed.info.run_id == stopped.info.run_id
+    assert resumed.data.tags["gatelab.status"] == "finished"
+    assert train_loss_steps(db) == list(range(1, STEPS + 1))

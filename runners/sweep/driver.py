@@ -69,7 +69,8 @@ class SummaryRow:
 
 
 def slots(sweep: Sweep) -> int:
-    return max(1, int((os.cpu_count() or 1) // max(sweep.resources.cpus, 1e-9)))
+    """Runs this machine's Ray places at once (``RunResources.slots``)."""
+    return sweep.resources.slots(os.cpu_count() or 1)
 
 
 def plan_sweep(name: str, ctx: SweepContext, sweep: Sweep | None = None,

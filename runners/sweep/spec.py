@@ -8,9 +8,16 @@ with the same quality of errors as a spec, before anything starts: an unknown va
 the closest ids (ids are file names: no spec is loaded to check them), every number is finite
 and in its field's bound, and each sweep's recipe is loaded with its overrides, seeds and
 learning rates, so a bad value is blamed on ``<sweeps file>: <sweep>.overrides.<key>`` (or
-``.seeds[i]``, ``.lrs[i]``). A bad spec file fails only the sweeps that use it: ``get_sweep``
-loads the sweep's named variants, and every spec when it has a ``select`` (which might have
-chosen the bad file).
+``.seeds[i]``, ``.lrs[i]``). A bad entry fails only its own sweep: ``read_sweeps`` keeps the
+valid sweeps of the file beside each invalid one's problems, so ``get_sweep`` runs any valid
+sweep of a file that holds a broken one (``load_sweeps`` still checks the whole file). A bad
+spec file fails only the sweeps that use it: ``get_sweep`` loads the sweep's named variants,
+and every spec when it has a ``select`` (which might have chosen the bad file).
+
+A run's CPU share is what Ray can place: Ray counts resources in units of
+``RAY_RESOURCE_UNIT`` (0.0001), so ``cpus`` and ``gpus`` are rounded to it as they are read, and
+a run asks for at least ``MIN_CPUS``; ``RunResources.slots`` is how many such runs fit on a
+number of cores, counted in those units as Ray counts them.
 
 Sweeps files are plain data: interpolation (``${...}``, resolvers such as ``${oc.env:NAME}``)
 is rejected before anything is resolved (``gatelab.registry.loader``).
@@ -19,6 +26,7 @@ is rejected before anything is resolved (``gatelab.registry.loader``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +48,8 @@ from gatelab.runners.run.recipe import (
     recipe_names,
 )
 from gatelab.shipped import sweeps_file
+
+logger = logging.getLogger("gatelab")
 
 
 @dataclass(frozen=True)
@@ -72,17 +82,43 @@ class OptunaSearch:
     """Seed of the TPE sampler. Allowed: >= 0 and <= 4_294_967_295."""
 
 
+RAY_RESOURCE_UNIT = 0.0001
+"""The granularity of Ray's resource quantities: a request is counted in these units."""
+MIN_CPUS = 0.1
+"""The smallest CPU share a run may ask for. Each run is a Python process of its own with torch
+(about 0.3 GB and a share of a core before it trains anything): more than ten runs to a core
+would only queue for that core and fill the memory."""
+
+
+def ray_quantity(value: float) -> float:
+    """``value`` rounded to a whole number of ``RAY_RESOURCE_UNIT``, as Ray will place it."""
+    return round(round(value / RAY_RESOURCE_UNIT) * RAY_RESOURCE_UNIT, 4)
+
+
 @dataclass(frozen=True)
 class RunResources:
-    """What each run asks Ray for. Never part of a run's identity."""
+    """What each run asks Ray for. Never part of a run's identity. ``cpus`` and ``gpus`` are
+    rounded to Ray's granularity (``ray_quantity``) when the sweep is read."""
 
-    cpus: float = bounded(1.0, Bound(gt=0, le=1024))
-    """CPUs per run (fractions share one). Allowed: > 0 and <= 1024."""
+    cpus: float = bounded(1.0, Bound(ge=MIN_CPUS, le=1024))
+    """CPUs per run (fractions share one; see ``MIN_CPUS``). Allowed: >= 0.1 and <= 1024."""
     gpus: float = bounded(0.25, Bound(ge=0, le=64))
-    """GPUs per run on a node that has GPUs (fractions share one); ignored where none exist.
-    Allowed: >= 0 and <= 64."""
+    """GPUs per run on a node that has GPUs (fractions share one, at least 0.0001 when not 0);
+    ignored where none exist. Allowed: >= 0 and <= 64."""
     threads: int | None = bounded(None, Bound(ge=1, le=1024))
     """torch CPU threads per run; ``None``: ``max(1, int(cpus))``. Allowed: >= 1 and <= 1024."""
+
+    def __post_init__(self) -> None:
+        for name in ("cpus", "gpus"):
+            placed = ray_quantity(getattr(self, name))
+            if placed > 0:  # a share that rounds to nothing stays, for the check to name it
+                object.__setattr__(self, name, placed)
+
+    def slots(self, cores: float) -> int:
+        """How many runs Ray places at once on ``cores`` CPUs (at least 1), counted in Ray's
+        units so that the plan's parallelism is Ray's."""
+        units = round(cores / RAY_RESOURCE_UNIT) // round(self.cpus / RAY_RESOURCE_UNIT)
+        return max(1, int(units))
 
 
 @dataclass(frozen=True)
@@ -161,12 +197,27 @@ def _set_origin(problem: Problem, name: str, sets: Sequence[str]) -> Problem:
     return problem
 
 
-def load_sweeps(path: Path | None = None, sets: Mapping[str, Sequence[str]] | None = None
-                ) -> dict[str, Sweep]:
-    """Every sweep in the file (``None``: ``gatelab.shipped.sweeps_file()``), validated with
-    its recipe; ``SpecError`` lists every problem. Specs are not loaded (``get_sweep`` loads
-    the ones a sweep uses). ``sets``: ``--set`` overrides per sweep name, merged before
-    validation; a problem they cause names the ``--set`` it came from."""
+@dataclass(frozen=True)
+class SweepsFile:
+    """A sweeps file read sweep by sweep: the valid sweeps, and each invalid one's problems."""
+
+    path: Path
+    sweeps: dict[str, Sweep]
+    """Every valid sweep, validated with its recipe (specs are not loaded: ``get_sweep``)."""
+    problems: dict[str, list[Problem]]
+    """By sweep name: what is wrong with each invalid sweep (a ``--set`` it came from named)."""
+
+    def names(self) -> list[str]:
+        """Every sweep of the file, valid or not, in the file's order."""
+        return [*self.sweeps, *(n for n in self.problems if n not in self.sweeps)]
+
+
+def read_sweeps(path: Path | None = None, sets: Mapping[str, Sequence[str]] | None = None
+                ) -> SweepsFile:
+    """Every sweep in the file (``None``: ``gatelab.shipped.sweeps_file()``), each validated
+    with its recipe on its own, so one bad entry leaves the others usable. ``sets``: ``--set``
+    overrides per sweep name, merged before validation; a problem they cause names the
+    ``--set`` it came from. A file that is not a mapping of sweeps raises ``SpecError``."""
     path = sweeps_file(path)
     raw = plain_data(path)
     if not isinstance(raw, dict):
@@ -174,43 +225,52 @@ def load_sweeps(path: Path | None = None, sets: Mapping[str, Sequence[str]] | No
     for name, items in (sets or {}).items():
         if name in raw:
             raw[name] = with_sets(name, raw[name], items)
-    problems: list[Problem] = []
     sweeps: dict[str, Sweep] = {}
+    problems: dict[str, list[Problem]] = {}
     known = set(spec_paths())
-    for name, body in raw.items():
-        sweep = from_dict(Sweep, body, problems, str(name))
+    for key, body in raw.items():
+        name = str(key)
+        found: list[Problem] = []
+        sweep = from_dict(Sweep, body, found, name)
         if sweep is not None:
-            problems += _check(str(name), sweep, known)
+            found += _check(name, sweep, known)
             if sweep.recipe in recipe_names():
-                problems += _recipe_problems(path, str(name), sweep)
-            sweeps[str(name)] = sweep
-    if problems:
-        raise SpecError(str(path), [_set_origin(p, name, items) for p in problems
-                                    for name, items in [_owner(p, sets or {})]])
-    return sweeps
+                found += _recipe_problems(path, name, sweep)
+        if found or sweep is None:
+            given = (sets or {}).get(name, ())
+            problems[name] = [_set_origin(p, name, given) for p in found]
+        else:
+            sweeps[name] = sweep
+    return SweepsFile(path, sweeps, problems)
 
 
-def _owner(problem: Problem, sets: Mapping[str, Sequence[str]]) -> tuple[str, Sequence[str]]:
-    for where in (problem.field, (problem.source or "").rsplit(": ", 1)[-1]):
-        name = where.split(".")[0]
-        if name in sets:
-            return name, sets[name]
-    return "", ()
+def load_sweeps(path: Path | None = None, sets: Mapping[str, Sequence[str]] | None = None
+                ) -> dict[str, Sweep]:
+    """Every sweep in the file, the whole file checked: ``SpecError`` lists every problem of
+    every sweep (``read_sweeps`` keeps the valid ones instead)."""
+    file = read_sweeps(path, sets)
+    if file.problems:
+        raise SpecError(str(file.path), [p for found in file.problems.values() for p in found])
+    return file.sweeps
 
 
 def get_sweep(name: str, path: Path | None = None, sets: Sequence[str] = ()) -> Sweep:
     """The sweep ``name`` of the file, validated, with the specs it uses: ``SpecError``
-    (naming the sweep and each invalid spec file) if a named variant's file is invalid, or if
-    it has a ``select`` and any spec file is."""
-    path = sweeps_file(path)
-    sweeps = load_sweeps(path, {name: sets} if sets else None)
-    if name not in sweeps:
-        raise KeyError(f"unknown sweep {name!r}{closest(name, sweeps)} in {path}; "
-                       f"known: {', '.join(sweeps)}")
-    problems = _spec_problems(name, sweeps[name])
+    (naming the sweep) if its entry is invalid, if a named variant's file is invalid, or if it
+    has a ``select`` and any spec file is. Another sweep's bad entry only logs a warning."""
+    file = read_sweeps(path, {name: sets} if sets else None)
+    if name in file.problems:
+        raise SpecError(str(file.path), file.problems[name])
+    if name not in file.sweeps:
+        raise KeyError(f"unknown sweep {name!r}{closest(name, file.names())} in {file.path}; "
+                       f"known: {', '.join(file.names())}")
+    for other in file.problems:
+        logger.warning("%s: sweep %s is invalid and left out (gatelab sweep %s --dry-run names "
+                       "its problems)", file.path, other, other)
+    problems = _spec_problems(name, file.sweeps[name])
     if problems:
-        raise SpecError(str(path), problems)
-    return sweeps[name]
+        raise SpecError(str(file.path), problems)
+    return file.sweeps[name]
 
 
 def _check(name: str, sweep: Sweep, known: set[str]) -> list[Problem]:
@@ -225,6 +285,11 @@ def _check(name: str, sweep: Sweep, known: set[str]) -> list[Problem]:
         problems.append(Problem(f"{name}.recipe", f"{sweep.recipe!r} is not a recipe"
                                 f"{closest(sweep.recipe, recipe_names())}; known: "
                                 + ", ".join(recipe_names())))
+    gpus = sweep.resources.gpus
+    if 0 < gpus < RAY_RESOURCE_UNIT:
+        problems.append(Problem(f"{name}.resources.gpus", f"{gpus!r} is below Ray's "
+                                f"granularity of {RAY_RESOURCE_UNIT}: give 0 (no GPU) or at "
+                                f"least {RAY_RESOURCE_UNIT}"))
     if sweep.search is not None and sweep.lrs:
         problems.append(Problem(f"{name}.lrs", "give either an lrs grid or a search, not both"))
     if not sweep.seeds:

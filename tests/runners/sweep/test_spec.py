@@ -9,7 +9,13 @@ import pytest
 from gatelab.registry.errors import SpecError
 from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.sweep.plan import expand, make_plan
-from gatelab.runners.sweep.spec import get_sweep, load_sweeps, selected_variants
+from gatelab.runners.sweep.spec import (
+    RunResources,
+    get_sweep,
+    load_sweeps,
+    read_sweeps,
+    selected_variants,
+)
 from gatelab.shipped import ABLATIONS_ENV
 
 
@@ -92,8 +98,8 @@ HEAD = "s:\n  description: d\n  variants: [baseline]\n"
     ("  seeds: [0, -1]\n", "s.seeds[1]: -1 is out of range: must be >= 0 and <= 4_294_967_295"),
     ("  lrs: [.nan]\n", "s.lrs[0]: nan is not a finite number; must be > 0 and <= 10"),
     ("  lrs: [0.01, 0]\n", "s.lrs[1]: 0 is out of range: must be > 0 and <= 10"),
-    ("  resources: {cpus: .inf}\n", "s.resources.cpus: inf is not a finite number; must be > 0"),
-    ("  resources: {cpus: 0}\n", "s.resources.cpus: 0 is out of range: must be > 0 and <= 1024"),
+    ("  resources: {cpus: .inf}\n", "s.resources.cpus: inf is not a finite number; must be >= 0.1"),
+    ("  resources: {cpus: 0}\n", "s.resources.cpus: 0 is out of range: must be >= 0.1"),
     ("  resources: {gpus: -1}\n", "s.resources.gpus: -1 is out of range: must be >= 0"),
     ("  resources: {threads: 0}\n", "s.resources.threads: 0 is out of range: must be >= 1"),
     ("  search: {lr_min: .nan}\n", "s.search.lr_min: nan is not a finite number"),
@@ -117,7 +123,7 @@ def test_a_bad_number_in_a_sweep_is_named(tmp_path: Path, body: str, expected: s
     ("  overrides: {steps: -1}\n",
      "s.overrides.steps: steps: -1 is out of range: must be >= 0 and <= 1_000_000_000"),
     ("  stages: [{name: extend, overrides: {seq_len: 0}}]\n",
-     "s.stages[0].overrides.seq_len: seq_len: 0 is out of range: must be >= 1"),
+     "s.stages[0].overrides.seq_len: seq_len: 0 is out of range: must be >= 2"),
     ("  stages: [{name: extend, overrides: {lr: 0.1}}]\n",
      "s.stages[0].overrides.lr: a stage keeps the lr of the run it continues from"),
     ("  stages: [{name: x, overrides: {}}, {name: x, overrides: {}}]\n",
@@ -198,3 +204,53 @@ def test_command_line_sets_override_a_sweep_and_are_blamed_for_their_errors() ->
         get_sweep("smoke", None, ["seeds=[-1]"])
     with pytest.raises(SpecError, match="expected FIELD=VALUE"):
         get_sweep("smoke", None, ["seeds"])
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [
+    ("0.001", "s.resources.cpus: 0.001 is out of range: must be >= 0.1 and <= 1024"),
+    ("0.05", "s.resources.cpus: 0.05 is out of range: must be >= 0.1"),
+])
+def test_a_cpu_share_below_the_minimum_is_refused(tmp_path: Path, cpus: str,
+                                                  expected: str) -> None:
+    path = _write(tmp_path, HEAD + f"  resources: {{cpus: {cpus}}}\n")
+    with pytest.raises(SpecError) as info:
+        get_sweep("s", path)
+    assert f"{path}: {expected}" in str(info.value)
+
+
+def test_a_gpu_share_below_rays_granularity_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, HEAD + "  resources: {gpus: 0.00001}\n")
+    with pytest.raises(SpecError, match=r"s.resources.gpus: 1e-05 is below Ray's granularity"):
+        get_sweep("s", path)
+
+
+def test_cpu_shares_are_rounded_to_what_ray_places_and_slots_counted_as_ray_does(
+        tmp_path: Path) -> None:
+    path = _write(tmp_path, HEAD + "  resources: {cpus: 0.33333, gpus: 0.123456}\n")
+    res = get_sweep("s", path).resources
+    assert (res.cpus, res.gpus) == (0.3333, 0.1235)
+    assert res.slots(2) == 6  # 20000 units // 3333 units
+    assert RunResources(cpus=0.1).slots(2) == 20
+    assert RunResources(cpus=0.3).slots(0.9) == 3  # 9000 // 3000: no float floor error
+    assert RunResources(cpus=4).slots(2) == 1
+
+
+def test_a_bad_entry_fails_only_its_own_sweep(tmp_path: Path) -> None:
+    path = _write(tmp_path, HEAD + "broken:\n  description: d\n  variants: [basline]\n"
+                  "  seeds: []\n"
+                  "other:\n  description: d\n  variants: [g1-elementwise]\n")
+    file = read_sweeps(path)
+    assert set(file.sweeps) == {"s", "other"} and set(file.problems) == {"broken"}
+    assert file.names() == ["s", "other", "broken"]
+    assert [v.id for v in selected_variants(get_sweep("other", path))] == ["g1-elementwise"]
+    plan = make_plan(expand(get_sweep("s", path)), {}, resolve_numerics("cpu"))
+    assert [p.spec.id for p in plan] == ["baseline"]  # the good sweep plans as before
+    with pytest.raises(SpecError) as info:
+        get_sweep("broken", path)
+    lines = str(info.value).splitlines()
+    assert lines == [
+        f"{path}: broken.variants[0]: 'basline' is not a known variant (did you mean "
+        "'baseline'?)",
+        f"{path}: broken.seeds: needs at least one seed"]
+    with pytest.raises(SpecError, match="broken.variants"):
+        load_sweeps(path)  # the whole file checked, as `gatelab validate` would

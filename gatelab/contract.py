@@ -98,7 +98,8 @@ class Tag(enum.StrEnum):
     """The latest failure's cause; cleared when the run later finishes (its history stays in the
     run's ``failures.json``)."""
     INTERRUPTED_STEP = "gatelab.interrupted_step"
-    """On a run stopped by a signal: the step it had reached (its checkpoint's)."""
+    """On a run stopped by a signal: the step it had reached, where it checkpointed (a run
+    interrupted in the middle of a step resumes from its previous checkpoint)."""
     INTERRUPTED_BY = "gatelab.interrupted_by"
     """On a run stopped by a signal: the signal's name (``SIGTERM``, ``SIGINT``)."""
     DIVERGED_STEP = "gatelab.diverged_step"

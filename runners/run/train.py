@@ -10,9 +10,10 @@ A stage (``recipe.continue_from``) starts from its finished parent's final weigh
 
 SIGTERM (a preemption) and SIGINT (Ctrl-C) stop a run at its next step boundary
 (``stop_signals.py``): it checkpoints there, its MLflow run ends ``KILLED`` (gatelab's
-``interrupted``, with the step it reached) and ``Interrupted`` is raised; the same call resumes
-it. Metrics are flushed before each checkpoint, and a resumed run writes no (key, step) pair
-that its MLflow run holds already (``RunTracker``), so each is recorded exactly once.
+``interrupted``, with the step it reached) and ``Interrupted`` is raised (in a Ray worker a
+SIGTERM ends the worker instead, which Ray reruns); the same call resumes it. Metrics are
+flushed before each checkpoint, and a resumed run writes no (key, step) pair that its MLflow run
+holds already (``RunTracker``), so each is recorded exactly once.
 
 This module is the loop, read top to bottom: ``train`` finds the run's identity and its lease,
 ``_train_leased`` builds the loop's state (``loop_state.py``) and opens the MLflow run
@@ -35,6 +36,7 @@ from gatelab.registry.backbone import Backbone
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.data.batches import eval_batches
 from gatelab.runners.data.tokens import data_key, prepare_data
+from gatelab.runners.run.capacity import check_capacity
 from gatelab.runners.run.evaluate import (
     evaluate,
     final_evaluation,
@@ -88,7 +90,9 @@ def train(
     MLflow run (a sweep marks its runs with them), also when the hash is already done.
     Another process training the same hash holds its lease (``lease.py``): this call waits
     for it (``on_wait`` is told who it is), then returns its result or resumes its run.
-    A stage whose parent is missing, unfinished or without weights raises ``ParentError``."""
+    A stage whose parent is missing, unfinished or without weights raises ``ParentError``; a run
+    this machine cannot hold or thread as asked, ``CapacityError`` before anything of it is
+    allocated or recorded (``capacity.py``)."""
     resources = resources or Resources()
     client, uri = RunTracker.client_for(resources.tracking_uri)
     parent = (find_parent(client, resources.experiment, recipe.continue_from)
@@ -98,6 +102,7 @@ def train(
     done = recorded_result(client, uri, resources.experiment, setting.run_hash, tags)
     if done is not None:
         return done
+    check_capacity(setting, resources)  # before anything is allocated or recorded
     with Lease(resources.place().lease_dir, setting.run_hash).acquire(on_wait):
         # Another process may have finished this hash while we waited for its lease.
         done = recorded_result(client, uri, resources.experiment, setting.run_hash, tags)
@@ -144,8 +149,9 @@ def _train_leased(setting: RunSetting, resources: Resources,
             return _run_loop(loop, tracker, storage, stop, on_progress, on_eval)
         except KeyboardInterrupt as err:
             stop.disarm()
-            _stop(loop, tracker, storage,
-                  err.signal_name if isinstance(err, Interrupted) else signal.SIGINT.name)
+            signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+            _stop(loop, tracker, storage, signal.Signals(signum).name)
+            stop.hand_on(signum)  # in a Ray worker, SIGTERM then ends it: Ray reruns the run
             raise
         except Exception as err:
             tracker.fail(failure_cause(err), traceback.format_exc())

@@ -9,6 +9,11 @@ terminal's Ctrl-C may both reach one worker). A loop that has not reached its bo
 the main thread, no checkpoint written: the last one stays), so a stop takes a bounded time.
 Signal handlers can only be installed from the main thread; elsewhere (a thread of one's own)
 the context changes nothing and the signals keep their handlers.
+
+Once the run has stopped, ``hand_on`` gives the signal to the handler that was there before,
+where that is a handler of Python's own: in a Ray worker, Ray's SIGTERM handler, which makes the
+worker exit as a system failure, so that Ray reruns the run (on another node when this one is
+going away) from the checkpoint just written.
 """
 
 from __future__ import annotations
@@ -79,6 +84,14 @@ class StopSignals:
         if timer is not None:
             timer.cancel()
         self._expired = False
+
+    def hand_on(self, signum: int) -> None:
+        """Call the handler ``signum`` had before this context, if it is a Python function
+        other than the one that raises ``KeyboardInterrupt`` (see the module docstring); it
+        may raise (Ray's raises ``SystemExit``)."""
+        previous = self._previous.get(signum)
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, None)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self._expired:  # the grace period is over: stop where the main thread is

@@ -88,3 +88,16 @@ def test_an_interruption_keeps_its_signal_across_pickling() -> None:
     """As it crosses the Ray boundary from a worker to the sweep's driver."""
     copy = pickle.loads(pickle.dumps(Interrupted(signal.SIGTERM)))
     assert isinstance(copy, Interrupted) and copy.signum == signal.SIGTERM
+
+
+def test_a_stop_is_handed_on_to_a_python_handler_that_was_there_before() -> None:
+    """Ray's SIGTERM handler in a worker: it ends the worker, so Ray reruns the run."""
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        with StopSignals() as stop:
+            stop.hand_on(signal.SIGTERM)
+            stop.hand_on(signal.SIGINT)  # the default: raises KeyboardInterrupt, not called
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == [signal.SIGTERM]

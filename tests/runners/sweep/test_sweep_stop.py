@@ -1,6 +1,8 @@
 """SIGTERM to a sweep's driver (a preempted job) is passed on to its runs: each checkpoints at
 its next step boundary and ends ``KILLED`` (interrupted, not failed), the driver exits within
-its grace period, and the same sweep resumes each run into its MLflow run."""
+its grace period, and the same sweep resumes each run into its MLflow run. SIGTERM to a run's
+worker (a node going away) checkpoints the run, and Ray reruns it from there in the same
+sweep."""
 
 from __future__ import annotations
 
@@ -34,10 +36,10 @@ stoppable:
 """
 
 
-def command(tmp_path: Path) -> list[str]:
+def command(tmp_path: Path, *more: str) -> list[str]:
     return [sys.executable, "-m", "gatelab", "sweep", "stoppable", "--sweeps",
             str(tmp_path / "sweeps.yaml"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--work-dir", str(tmp_path / "work"), "--no-progress"]
+            "--work-dir", str(tmp_path / "work"), "--no-progress", *more]
 
 
 def ray_env() -> dict[str, str]:
@@ -107,4 +109,66 @@ def test_sigterm_to_the_driver_stops_its_runs_at_a_checkpoint_and_the_sweep_resu
     resumed = training_run(db)
     assert resumed.info.run_id == stopped.info.run_id
     assert resumed.data.tags["gatelab.status"] == "finished"
+    assert train_loss_steps(db) == list(range(1, STEPS + 1))
+
+
+def train_workers(root: int) -> list[int]:
+    """The Ray train-task workers under process ``root`` (never another Ray's)."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True,
+                         text=True).stdout
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for line in out.splitlines():
+        pid, ppid, args = line.split(maxsplit=2)
+        children.setdefault(int(ppid), []).append(int(pid))
+        names[int(pid)] = args
+    tree, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            tree.add(child)
+            todo.append(child)
+    return [pid for pid in tree if "ray::train_task" in names.get(pid, "")]
+
+
+def stopped_checkpoint_step(checkpoints: Path) -> int | None:
+    """The step of a checkpoint written off the every-100 cadence (a stop's), else ``None``."""
+    for path in checkpoints.glob("*/last.pt"):
+        with contextlib.suppress(Exception):  # replaced while read: look again
+            step = int(torch.load(path, weights_only=True)["step"])
+            if step % 100:
+                return step
+    return None
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_worker_checkpoints_its_run_and_ray_reruns_it_from_there(
+        tmp_path: Path) -> None:
+    (tmp_path / "sweeps.yaml").write_text(SWEEPS)
+    db = tmp_path / "mlflow.db"
+    log = tmp_path / "driver.log"
+    checkpoints = tmp_path / "work" / "checkpoints"
+    with log.open("w") as out:
+        driver = subprocess.Popen(command(tmp_path, "--task-retries", "1"), cwd=REPO,
+                                  env=ray_env(), stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (train_loss_steps(db) and train_workers(driver.pid)):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run never logged a step"
+            time.sleep(0.5)
+        [worker] = train_workers(driver.pid)
+        os.kill(worker, signal.SIGTERM)
+        step = None
+        while step is None and driver.poll() is None:
+            step = stopped_checkpoint_step(checkpoints)
+            time.sleep(0.1)
+        assert step is not None and 10 <= step < STEPS, log.read_text()[-3000:]
+        assert driver.wait(timeout=900) == 0, log.read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    run = training_run(db)
+    assert run.data.tags["gatelab.status"] == "finished"
+    assert not {Tag.FAILURE, "gatelab.interrupted_step"} & set(run.data.tags)
     assert train_loss_steps(db) == list(range(1, STEPS + 1))

@@ -4,9 +4,11 @@ progress board the runs report to is in ``board.py``).
 Each task asks for CPUs (and a GPU fraction only where the cluster has GPUs: a GPU request on a
 GPU-less node would wait forever). Ray reruns a task whose worker or node died (a system
 failure, ``task_retries`` times): the rerun resumes the run from its last checkpoint in the
-shared storage, into the same MLflow run. A run that raised (a bad spec, a missing corpus) is
-never retried (``retry_exceptions=False``), nor is a diverged one (it returns a result): it is
-recorded by the driver and rerun only on request (``--retry-failed``).
+shared storage, into the same MLflow run; a worker sent SIGTERM (its node going away) first
+checkpoints its run at the next step boundary (``runners/run/stop_signals.py``), so the rerun
+loses no step. A run that raised (a bad spec, a missing corpus) is never retried
+(``retry_exceptions=False``), nor is a diverged one (it returns a result): it is recorded by the
+driver and rerun only on request (``--retry-failed``).
 """
 
 from __future__ import annotations

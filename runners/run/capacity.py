@@ -147,8 +147,10 @@ def estimate_memory(setting: RunSetting) -> MemoryEstimate:
                           layers + recipe.seq_len * vocab * 4)
 
 
-def free_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes free for a run on ``device``, what was measured)."""
+def free_memory(device: torch.device | str) -> tuple[int, str]:
+    """(bytes free for a run on ``device`` (``cuda``: the current CUDA device), what was
+    measured)."""
+    device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free, f"free on {torch.cuda.get_device_name(device)} ({device})"

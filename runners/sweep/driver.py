@@ -22,6 +22,7 @@ from gatelab.contract import (
     RunStatus,
     sweep_tag,
 )
+from gatelab.runners.run.capacity import free_memory
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.result import RunResult
 from gatelab.runners.run.tracking import RunTracker, nested_under
@@ -38,9 +39,11 @@ from gatelab.runners.sweep.plan import (
     PlannedRun,
     PlanReport,
     RecordedRun,
+    check_runs_fit,
     estimate,
     expand,
     make_plan,
+    memory_notes,
     plan_notes,
     recorded_runs,
     waves,
@@ -99,6 +102,8 @@ def dry_run(name: str, ctx: SweepContext, sweep: Sweep | None = None) -> PlanRep
     if not ctx.joins_cluster and sweep.resources.cpus > cores:
         notes.append(f"each run asks for {sweep.resources.cpus:g} CPUs but this machine has "
                      f"{cores}: the sweep will refuse to start (lower resources.cpus)")
+    if not ctx.joins_cluster:
+        notes += memory_notes(plan, slots(sweep), *free_memory(numerics.device_type.value))
     return PlanReport(name, plan, numerics, estimate(plan, recorded, slots(sweep)), notes)
 
 
@@ -119,6 +124,8 @@ def run_plan(name: str, sweep: Sweep, ctx: SweepContext, plan: list[PlannedRun],
     per planned run."""
     todo = [p for p in plan if p.state in TO_TRAIN]
     if todo:  # a sweep that cannot start leaves no trace in the store
+        if not ctx.joins_cluster:  # on a cluster each run checks its own node (train)
+            check_runs_fit(todo, *free_memory(numerics.device_type.value))
         connect_ray(ctx.address)
         check_schedulable(sweep.resources, name)
         check_cluster_places(ctx, name)

@@ -12,6 +12,11 @@ query per table for a SQLite store), into one typed ``RecordedRun`` per hash.
 A sweep with stages plans after each run its chain of stages, each continuing from the run
 before it: a stage's hash holds its parent's planned hash, so the whole chain is known before
 anything runs; ``waves`` orders the runs left so that a stage starts after its parent ends.
+
+The cost of what is left follows the runs' own model: training FLOPs a token (counted from the
+built model) times tokens, at the throughput measured for the size, else an assumed rate
+(``ASSUMED_MFU`` of an H200 on CUDA, ``CPU_FLOPS`` on a CPU), and each run's memory as
+``runners/run/capacity.py`` estimates it, against the machine's (``memory_notes``).
 """
 
 from __future__ import annotations
@@ -35,14 +40,24 @@ from gatelab.contract import (
 from gatelab.dashboards.decide import load_frame
 from gatelab.identity import Lineage
 from gatelab.registry.schema import VariantSpec
+from gatelab.runners.run.capacity import (
+    CapacityError,
+    MemoryEstimate,
+    check_memory,
+    estimate_memory,
+    gib,
+    run_label,
+)
 from gatelab.runners.run.flops import architecture_flops_per_token
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.recipe import Recipe, load_recipe
 from gatelab.runners.run.setting import RunSetting, resolve_setting
 from gatelab.runners.sweep.spec import Stage, Sweep, selected_variants, stage_recipe
 
-TINY_CPU_TOKENS_PER_S = 6_000.0
-"""Tokens/s of one tiny run on one CPU thread, used when the store has no measured runs."""
+CPU_FLOPS = 5.0e10
+"""Training FLOP/s of one CPU run, assumed until runs of its size are measured: what a tiny run
+reaches on one thread (about 6,000 tokens/s at 8.7 MFLOPs a token). A size's time follows its
+FLOPs a token: a 15B-parameter MoE on a CPU is years, not minutes."""
 ASSUMED_MFU = 0.35
 """The model FLOPs utilisation a CUDA plan assumes until runs of its size are measured."""
 ASSUMED_PEAK = 989e12
@@ -109,9 +124,12 @@ class Estimate:
     seconds_estimate: float
     throughput_source: str
     """``measured`` (median tokens/s of recorded runs of the same size and device), ``assumed
-    35% MFU of an H200`` (a CUDA plan before any run is measured) or ``default`` (the tiny CPU
-    rate); several, comma-separated, when the runs left differ."""
+    35% MFU of an H200`` (a CUDA plan before any run is measured) or ``assumed 5e+10 FLOP/s of
+    a CPU run`` (``CPU_FLOPS``); several, comma-separated, when the runs left differ."""
     parallel_slots: int
+    memory_bytes: int = 0
+    """The most memory one run left needs at its training step's peak, at least
+    (``runners/run/capacity.py``); 0 when none is left."""
 
 
 @dataclass(frozen=True)
@@ -322,9 +340,10 @@ def flops_per_token(spec: VariantSpec, size: str, seq_len: int) -> float:
 
 def estimate(plan: list[PlannedRun], recorded: dict[str, RecordedRun],
              parallel: int | None = None) -> Estimate:
-    """Tokens, training FLOPs and time of the runs left to do. Time: the measured throughput
-    of recorded runs of the same size and device, else on CUDA an assumed ``ASSUMED_MFU`` of
-    an H200's bf16 peak, else ``TINY_CPU_TOKENS_PER_S``."""
+    """Tokens, training FLOPs, time and memory of the runs left to do. Time: the measured
+    throughput of recorded runs of the same size and device, else on CUDA an assumed
+    ``ASSUMED_MFU`` of an H200's bf16 peak, else ``CPU_FLOPS``; both assumed rates divide the
+    run's FLOPs, so a larger model takes longer."""
     left = [p for p in plan if p.state in TO_TRAIN]
     throughput = measured_tokens_per_s(recorded)
     tokens = sum(p.tokens for p in left)
@@ -342,9 +361,40 @@ def estimate(plan: list[PlannedRun], recorded: dict[str, RecordedRun],
             tps = ASSUMED_MFU * ASSUMED_PEAK / per_token
             sources.add(f"assumed {ASSUMED_MFU:.0%} MFU of an H200")
         else:
-            tps = TINY_CPU_TOKENS_PER_S
-            sources.add("default")
+            tps = CPU_FLOPS / per_token
+            sources.add(f"assumed {CPU_FLOPS:.0e} FLOP/s of a CPU run")
         seconds += p.tokens / tps
     slots = parallel or max(1, os.cpu_count() or 1)
+    memory = max((m.total_bytes for m in memory_needs(left).values()), default=0)
     return Estimate(len(left), tokens, flops, seconds, seconds / min(slots, max(len(left), 1)),
-                    ", ".join(sorted(sources)) or "default", slots)
+                    ", ".join(sorted(sources)) or "none left", slots, memory)
+
+
+def memory_needs(runs: list[PlannedRun]) -> dict[str, MemoryEstimate]:
+    """Each run's memory at its training step's peak, at least, by hash."""
+    return {p.run_hash: estimate_memory(p.setting) for p in runs}
+
+
+def check_runs_fit(runs: list[PlannedRun], free: int, where: str) -> None:
+    """``CapacityError`` for the first run that needs more than ``free`` bytes (``where``:
+    what was measured): a sweep of it would fail every such run."""
+    for p in runs:
+        check_memory(f"sweep run {run_label(p.setting)}", estimate_memory(p.setting), free,
+                     where)
+
+
+def memory_notes(plan: list[PlannedRun], slots: int, free: int, where: str) -> list[str]:
+    """What a plan's memory means on a machine with ``free`` bytes (``where``): a run that
+    does not fit (the sweep refuses to start), or more parallel runs than fit at once."""
+    left = [p for p in plan if p.state in TO_TRAIN]
+    try:
+        check_runs_fit(left, free, where)
+    except CapacityError as err:
+        return [f"{err}; the sweep will refuse to start"]
+    need = max((m.total_bytes for m in memory_needs(left).values()), default=0)
+    at_once = min(slots, len(left))
+    if need == 0 or at_once * need <= free:
+        return []
+    return [f"{at_once} runs at once need at least {gib(at_once * need)} ({gib(need)} each), "
+            f"but this machine has {gib(free)} ({where}): at most {free // need} fit at once; "
+            "raise resources.cpus so that Ray starts fewer at once"]

@@ -8,6 +8,11 @@ loaded whole), or for a folder of shards or a large file in the sharded token st
 says which. A second call only hashes the source and loads or maps the cache. Each split is
 its documents' tokens, each followed by the end-of-text id, the same in either cache.
 Bits per byte (``bits_per_byte``) compare losses across tokenizers.
+
+Every cache carries its digests (``digests.py``: the manifest a sweep seals its data with),
+written when it is built and checked once per process before anything of it is read: a cache
+file changed since it was built is a ``CacheError`` naming the file, never trained on. A cache
+built before caches carried digests is sealed as it is found, on its first use.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import enum
 import io
 import json
+import logging
 import math
 import os
 import time
@@ -35,6 +41,7 @@ from gatelab.runners.data.corpus import (
     source_shards,
     split_of,
 )
+from gatelab.runners.data.digests import check_manifest, write_manifest
 from gatelab.runners.data.store import (
     TokenArray,
     build_store,
@@ -53,6 +60,8 @@ from gatelab.runners.data.tokenizer import (
     cached_tokenizer,
     fit_tokenizer,
 )
+
+logger = logging.getLogger("gatelab")
 
 MEMORY_MAX_BYTES = 256 << 20
 """``store: auto`` keeps a single source file up to this size in memory."""
@@ -136,10 +145,13 @@ class TokenData:
 
 
 def prepare_data(cfg: DataConfig) -> TokenData:
-    """Token ids of every split for ``cfg``, from the cache when it has them and the tokenizer."""
+    """Token ids of every split for ``cfg``, from the cache when it has them and the tokenizer
+    (checked against its digests first: ``CacheError`` names a changed file)."""
     start = time.perf_counter()
     cache = Path(cfg.cache_dir)
     source = locate_source(cfg.source, cfg.text_column)
+    key = f"{source.key}-{cfg.tokenizer_key}"
+    check_manifest(cache, key, missing_ok=True)  # before anything of the cache is read
     if _sharded(cfg.store, source):
         return _prepare_sharded(cfg, source, start)
     tokens_path = tokens_file(cache, source.key, cfg.tokenizer_key)
@@ -147,12 +159,14 @@ def prepare_data(cfg: DataConfig) -> TokenData:
     if tokenizer is not None and tokens_path.is_file():
         arrays, bytes_per_token = _load_tokens(tokens_path)
         from_cache = True
+        _seal_found(cfg, source)
     else:
         corpus = read_corpus(source)
         tokenizer = fit_tokenizer(cfg.tokenizer, cfg.vocab_size, source.key, cache,
                                   corpus.documents["train"])
         arrays, bytes_per_token = _encode_splits(tokenizer, corpus.documents)
         _save_tokens(tokens_path, arrays, bytes_per_token)
+        write_manifest(cache, key, _cache_files(cfg, source))
         from_cache = False
     return TokenData(train=arrays["train"], val=arrays["val"], test=arrays["test"],
                      vocab_size=tokenizer.vocab_size, bytes_per_token=bytes_per_token,
@@ -174,13 +188,26 @@ def data_key(cfg: DataConfig) -> str:
 def cache_files(cfg: DataConfig) -> list[Path]:
     """The files ``prepare_data(cfg)`` reads from the cache (after it has built them): the
     tokenizer (BPE), then the token ids (one file, or every file of a sharded store)."""
+    return _cache_files(cfg, locate_source(cfg.source, cfg.text_column))
+
+
+def _cache_files(cfg: DataConfig, source: Source) -> list[Path]:
     cache = Path(cfg.cache_dir)
-    source = locate_source(cfg.source, cfg.text_column)
     files = [] if cfg.tokenizer == "bytes" else [bpe_path(cache, source.key, cfg.vocab_size)]
     if _sharded(cfg.store, source):
         folder = store_path(cache, source.key, cfg.tokenizer_key)
         return files + sorted(p for p in folder.rglob("*") if p.is_file())
     return files + [tokens_file(cache, source.key, cfg.tokenizer_key)]
+
+
+def _seal_found(cfg: DataConfig, source: Source) -> None:
+    """Seal a cache built before caches carried digests, as it is (``check_manifest`` has
+    checked one that carries them)."""
+    key = f"{source.key}-{cfg.tokenizer_key}"
+    if not check_manifest(Path(cfg.cache_dir), key):
+        manifest = write_manifest(Path(cfg.cache_dir), key, _cache_files(cfg, source))
+        logger.info("the token cache of %s had no digests (built before caches carried them): "
+                    "sealed as found in %s; remove it to rebuild", source.name, manifest)
 
 
 def _sharded(store: TokenStore, source: Source) -> bool:
@@ -206,7 +233,10 @@ def _prepare_sharded(cfg: DataConfig, source: Source, start: float) -> TokenData
                                   else bpe_path(cache, source.key, cfg.vocab_size))
                 build_store(source, tokenizer, cfg.tokenizer, tokenizer_file, path,
                             cfg.build_workers, cfg.progress)
+                write_manifest(cache, f"{source.key}-{cfg.tokenizer_key}",
+                               _cache_files(cfg, source))
     assert tokenizer is not None
+    _seal_found(cfg, source)
     splits, bytes_per_token = open_store(path)
     return TokenData(train=splits["train"], val=splits["val"], test=splits["test"],
                      vocab_size=tokenizer.vocab_size, bytes_per_token=bytes_per_token,

@@ -17,9 +17,10 @@ dir. It is one of two kinds:
 
 The data cache (tokenizer and token ids, keyed as ``runners/data/tokens.py`` keys them) is built
 once per cluster: the driver prepares every data setting of the sweep before any run starts and
-writes a manifest of the files' SHA-256 digests beside them; each node checks the files it reads
-against the manifest once (``verify_data``), so a node that sees another storage or a changed
-file fails with the file's name instead of training on other tokens.
+writes a manifest of the files' SHA-256 digests beside them (the manifest every token cache
+carries, ``runners/data/digests.py``); each node checks the files it reads against the
+manifest once (``verify_data``), so a node that sees another storage or a changed file fails
+with the file's name instead of training on other tokens.
 """
 
 from __future__ import annotations
@@ -28,17 +29,16 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gatelab.runners.data.digests import MANIFEST_PREFIX, file_digest, write_manifest
 from gatelab.runners.run.checkpoint import load_checkpoint, save_checkpoint
 
 STORAGE_ENV = "GATELAB_STORAGE"
 """Names the storage when ``--storage`` is not given."""
-MANIFEST_PREFIX = "manifest-"
 
 
 class StorageError(RuntimeError):
@@ -139,9 +139,8 @@ class Storage:
         """Record the digests of ``files`` (under ``cache_dir``) as the manifest ``key``, and
         under a URI upload them; the manifest's local path."""
         cache = self.cache_dir
-        digests = {str(f.relative_to(cache)): file_digest(f) for f in sorted(files)}
-        manifest = cache / f"{MANIFEST_PREFIX}{key}.json"
-        _write_atomic(manifest, json.dumps({"files": digests}, indent=1, sort_keys=True))
+        manifest = write_manifest(cache, key, files)  # the manifest a cache carries anyway
+        digests = json.loads(manifest.read_text())["files"]
         if not self.is_path:
             fs, base = self._fs()
             for rel in digests:
@@ -191,21 +190,3 @@ class Storage:
         seal.parent.mkdir(parents=True, exist_ok=True)
         seal.touch()
         return True
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes (read in 8 MiB blocks)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 23):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-

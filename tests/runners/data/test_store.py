@@ -19,6 +19,7 @@ from gatelab.runners.data import tokenizer as tokenizer_module
 from gatelab.runners.data import tokens as tokens_module
 from gatelab.runners.data.batches import eval_batches, sample_batch, window_starts
 from gatelab.runners.data.corpus import SPLITS, CorpusError, load_corpus, locate_source
+from gatelab.runners.data.digests import CacheError
 from gatelab.runners.data.store import ShardedTokens, positions_of, store_path
 from gatelab.runners.data.tokens import DataConfig, TokenData, TokenStore, prepare_data
 
@@ -263,3 +264,18 @@ def test_a_run_on_a_sharded_folder_trains(tmp_path: Path) -> None:
     assert result.summary["val_loss"] < np.log(512)  # learned something beyond uniform
     assert list((tmp_path / "work" / "cache").glob("store-*/index.json"))
     assert not list((tmp_path / "work" / "cache").glob("tokens-*.npz"))
+
+
+def test_a_changed_shard_of_a_store_is_an_error(tmp_path: Path) -> None:
+    folder = write_shards(tmp_path / "shards", DOCS[:60])
+    cfg = DataConfig(source=str(folder), tokenizer="bytes", cache_dir=str(tmp_path / "c"),
+                     build_workers=1, progress=False)
+    built = prepare_data(cfg)
+    shard = sorted(Path(cfg.cache_dir).glob("store-*/shard-00000.bin"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[0:2] = bytes([raw[1], raw[0] ^ 1])  # another token id, same length
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(CacheError, match=f"the token cache file {re.escape(str(shard))} does "
+                       "not match the digest it was built with"):
+        prepare_data(cfg)
+    assert len(built.train) > 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import pydoc_data.topics
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import polars as pl
 import pytest
 
 from gatelab.runners.data import corpus as corpus_module
+from gatelab.runners.data import digests as digests_module
 from gatelab.runners.data import tokenizer as tokenizer_module
 from gatelab.runners.data import tokens as data_module
 from gatelab.runners.data.corpus import (
@@ -25,8 +28,16 @@ from gatelab.runners.data.corpus import (
     split_documents,
     split_of,
 )
+from gatelab.runners.data.digests import CacheError, file_digest, manifest_path
 from gatelab.runners.data.tokenizer import ByteTokenizer, train_bpe
-from gatelab.runners.data.tokens import DataConfig, TokenData, bits_per_byte, prepare_data
+from gatelab.runners.data.tokens import (
+    DataConfig,
+    TokenData,
+    bits_per_byte,
+    cache_files,
+    data_key,
+    prepare_data,
+)
 
 TOPICS = "\n\n".join(pydoc_data.topics.topics.values())
 """465k characters of real English (and code) on every machine."""
@@ -192,7 +203,8 @@ def test_wiki_tokens_are_cached(wiki_runs: tuple[TokenData, TokenData, Path]) ->
     assert cached.bytes_per_token == cold.bytes_per_token
     assert 3.0 < cold.bytes_per_token["train"] < 4.5
     assert 1_000_000 < len(cold.train) < 1_500_000 and len(cold.val) > 50_000
-    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".npz"]
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["bpe", "manifest",
+                                                                     "tokens"]
 
 
 def test_cached_tokens_decode_to_the_documents(
@@ -249,3 +261,82 @@ def test_data_config_rejects_unknown_tokenizers_and_tiny_vocabularies() -> None:
 def test_bits_per_byte() -> None:
     assert bits_per_byte(math.log(2) * 4, 2.0) == pytest.approx(2.0)
     assert bits_per_byte(math.log(256), 1.0) == pytest.approx(8.0)  # uniform over bytes
+
+
+@pytest.fixture
+def small_cache(tmp_path: Path) -> tuple[DataConfig, TokenData]:
+    """A BPE cache of a small text file, built by ``prepare_data`` as ``gatelab train`` does."""
+    source = tmp_path / "topics.txt"
+    source.write_text(TOPICS[:60_000], encoding="utf-8")
+    cfg = DataConfig(source=str(source), vocab_size=300, cache_dir=str(tmp_path / "cache"))
+    return cfg, prepare_data(cfg)
+
+
+def test_a_built_cache_carries_the_digest_of_every_file(
+        small_cache: tuple[DataConfig, TokenData]) -> None:
+    cfg, _ = small_cache
+    cache = Path(cfg.cache_dir)
+    manifest = json.loads(manifest_path(cache, data_key(cfg)).read_text())["files"]
+    files = cache_files(cfg)
+    assert [p.name.split("-")[0] for p in files] == ["bpe", "tokens"]
+    assert manifest == {str(p.relative_to(cache)): file_digest(p) for p in files}
+
+
+def _altered(path: Path) -> None:
+    """``path`` (a tokens .npz) with its train tokens reversed: a valid file, other tokens."""
+    with np.load(path) as saved:
+        arrays = {k: saved[k] for k in saved.files}
+    arrays["train"] = arrays["train"][::-1].copy()
+    np.savez(path.with_suffix(".tmp.npz"), **arrays)
+    path.with_suffix(".tmp.npz").replace(path)
+
+
+def test_an_altered_cache_is_an_error_not_trained_on(
+        small_cache: tuple[DataConfig, TokenData], monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, built = small_cache
+    digested = count_calls(monkeypatch, digests_module, "file_digest")
+    again = prepare_data(cfg)  # checked once in this process (at the build): not hashed again
+    assert again.from_cache and np.array_equal(again.train, built.train) and not digested
+    (tokens,) = Path(cfg.cache_dir).glob("tokens-*.npz")
+    _altered(tokens)
+    with pytest.raises(CacheError) as info:
+        prepare_data(cfg)
+    manifest = manifest_path(Path(cfg.cache_dir), data_key(cfg))
+    assert str(info.value).startswith(
+        f"the token cache file {tokens} does not match the digest it was built with (sha256 "
+        f"{file_digest(tokens)[:16]} against ")
+    assert f"in {manifest}): it changed after it was built" in str(info.value)
+    assert f"To rebuild it, remove {manifest}" in str(info.value)
+    tokens.unlink()  # what the message says (the tokenizer is kept): rebuilt, the same tokens
+    manifest.unlink()
+    rebuilt = prepare_data(cfg)
+    assert not rebuilt.from_cache and np.array_equal(rebuilt.train, built.train)
+
+
+def test_an_altered_cache_is_caught_by_a_fresh_process(
+        small_cache: tuple[DataConfig, TokenData]) -> None:
+    cfg, _ = small_cache
+    (bpe,) = Path(cfg.cache_dir).glob("bpe-*.json")
+    bpe.write_text(bpe.read_text() + " ")  # one byte more, still valid JSON
+    code = ("from gatelab.runners.data.tokens import DataConfig, prepare_data; "
+            f"prepare_data(DataConfig(source={cfg.source!r}, vocab_size=300, "
+            f"cache_dir={cfg.cache_dir!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert f"CacheError: the token cache file {bpe} does not match" in done.stderr
+
+
+def test_a_cache_built_before_digests_is_sealed_as_found(
+        small_cache: tuple[DataConfig, TokenData], monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, built = small_cache
+    manifest = manifest_path(Path(cfg.cache_dir), data_key(cfg))
+    manifest.unlink()
+    monkeypatch.setattr(digests_module, "_CHECKED", set())  # a fresh process
+    found = prepare_data(cfg)
+    assert found.from_cache and np.array_equal(found.train, built.train)
+    assert manifest.is_file()
+    (tokens,) = Path(cfg.cache_dir).glob("tokens-*.npz")
+    _altered(tokens)
+    with pytest.raises(CacheError, match="does not match the digest it was built with"):
+        prepare_data(cfg)

@@ -4,8 +4,8 @@ ship with gatelab (package data, read through ``importlib.resources``).
 Search order, for each kind:
 
 - variant specs: the folders in ``$GATELAB_ABLATIONS`` (``--ablations``; several joined by
-  ``os.pathsep``), then ``./ablations``, then the shipped ``gatelab.ablations``; an id found
-  in an earlier folder hides the same id later;
+  ``os.pathsep``; each must exist), then ``./ablations``, then the shipped
+  ``gatelab.ablations``; an id found in an earlier folder hides the same id later;
 - recipes: ``$GATELAB_RECIPES`` (``--recipes``), then ``./recipes``, then the shipped ones;
 - the sweeps file: ``--sweeps FILE``, else ``$GATELAB_SWEEPS``, else ``./sweeps.yaml``, else
   the shipped ``sweeps.yaml``;
@@ -38,8 +38,16 @@ def shipped_sweeps() -> Path:
     return Path(str(files("gatelab").joinpath("sweeps.yaml")))
 
 
-def _folders(env: str, local: str, shipped: Path) -> tuple[Path, ...]:
+def _folders(env: str, local: str, shipped: Path, flag: str | None = None
+             ) -> tuple[Path, ...]:
+    """The folders of ``$env``, ``./local`` and ``shipped`` that exist, in order; with ``flag``
+    (the option that sets ``$env``), a folder named in ``$env`` that is not one is an error."""
     given = [Path(p) for p in os.environ.get(env, "").split(os.pathsep) if p]
+    for folder in given if flag else []:
+        if not folder.is_dir():
+            what = "not a folder" if folder.exists() else "no such folder"
+            raise FileNotFoundError(f"{flag} {folder} (${env}): {what}; give a folder of "
+                                    "variant spec files, or leave it out")
     candidates = [*given, Path.cwd() / local, shipped]
     out: list[Path] = []
     for folder in candidates:
@@ -51,7 +59,7 @@ def _folders(env: str, local: str, shipped: Path) -> tuple[Path, ...]:
 
 def ablation_folders() -> tuple[Path, ...]:
     """Folders searched for variant specs, in order (see the module docstring)."""
-    return _folders(ABLATIONS_ENV, "ablations", shipped_ablations())
+    return _folders(ABLATIONS_ENV, "ablations", shipped_ablations(), "--ablations")
 
 
 def recipe_folders() -> tuple[Path, ...]:

@@ -1,16 +1,27 @@
-"""Where a sweep records and how it reaches Ray: resources and places, never identity."""
+"""Where a sweep records and how it reaches Ray: resources and places, never identity.
+
+Both are checked when the context is made, before any plan (a dry run included): the storage
+must take a file (``check_writable``), and a Ray address must answer within
+``RAY_CONNECT_TIMEOUT_S`` when the sweep connects (``check_reachable``; Ray itself would wait
+minutes, printing its own warnings). A local Ray started here is stopped with the driver,
+however the driver ends (``ray_guard.py``).
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
 from gatelab.runners.run.numerics import Numerics, resolve_numerics
-from gatelab.runners.run.storage import STORAGE_ENV, Storage
+from gatelab.runners.run.storage import STORAGE_ENV, Storage, StorageError
 from gatelab.runners.run.tracking import RunTracker
+from gatelab.runners.sweep.ray_guard import guard_local_ray
 from gatelab.runners.sweep.spec import RunResources
 
 
@@ -40,9 +51,11 @@ class SweepContext:
     """Whether a storage was named (flag or environment) rather than the work dir taken."""
 
     def __post_init__(self) -> None:
-        self.client, self.tracking_uri = RunTracker.client_for(self.tracking_uri)
         self.storage_named = bool(self.storage or os.environ.get(STORAGE_ENV))
         self.place = Storage.resolve(self.storage, self.work_dir)
+        check_writable(self.place, "--storage" if self.storage else
+                       f"${STORAGE_ENV}" if self.storage_named else "--work-dir")
+        self.client, self.tracking_uri = RunTracker.client_for(self.tracking_uri)
 
     @property
     def uri(self) -> str:
@@ -126,13 +139,84 @@ def check_schedulable(resources: RunResources, sweep_name: str) -> None:
             "sweep, or add a node with more CPUs")
 
 
+def check_writable(place: Storage, flag: str) -> None:
+    """``StorageError`` naming ``flag`` and the place unless a file can be written there: in
+    the folder (or the nearest folder above it that exists, which is then left as it was), or
+    under the fsspec URI. The probe file is removed."""
+    probe = f".gatelab-write-check-{uuid.uuid4().hex[:8]}"
+    try:
+        if place.is_path:
+            folder = Path(place.root)
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{folder} is a file, not a folder")
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=probe):
+                pass
+        else:
+            import fsspec
+
+            fs, base = fsspec.core.url_to_fs(place.root)
+            fs.pipe_file(f"{base.rstrip('/')}/{probe}", b"")
+            fs.rm_file(f"{base.rstrip('/')}/{probe}")
+    except (OSError, ImportError, ValueError) as err:
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise StorageError(
+            f"{flag} {place.root}: nothing can be written there ({reason}); give a folder "
+            "(or fsspec URI) this user can write, which every node reaches on a cluster"
+        ) from None
+
+
+RAY_CONNECT_TIMEOUT_S = 5.0
+"""Seconds a Ray address has to accept a connection before the sweep gives up on it."""
+
+
+class RayUnreachableError(RuntimeError):
+    """No Ray cluster answers at the address a sweep was given."""
+
+
+def check_reachable(address: str, flag: str) -> None:
+    """``RayUnreachableError`` in at most ``RAY_CONNECT_TIMEOUT_S`` when nothing accepts a
+    connection at ``address`` (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``, the latest Ray
+    started on this machine); ``flag`` says where the address came from."""
+    target = address.removeprefix("ray://")
+    if target == "local":
+        return
+    if target == "auto":
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            target = get_ray_address_from_environment("auto", None)
+        except ConnectionError:
+            raise RayUnreachableError(
+                f"{flag} auto: no Ray runs on this machine; start one (ray start --head) or "
+                "leave the address out for a local Ray started by the sweep") from None
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise RayUnreachableError(
+            f"{flag} {address}: not a Ray address; give HOST:PORT (the head node's GCS port, "
+            "6379 unless ray start --port said otherwise), ray://HOST:10001 or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)),
+                                 timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise RayUnreachableError(
+            f"{flag} {address}: no Ray cluster answers there ({reason}, within "
+            f"{RAY_CONNECT_TIMEOUT_S:g} s); start it (ray start --head on that machine) or "
+            "check the address, or leave it out for a local Ray started by the sweep"
+        ) from None
+
+
 class RayExposedError(RuntimeError):
     """A local Ray would have listened beyond loopback."""
 
 
 def connect_ray(address: str | None) -> None:
-    """Join ``address`` (or ``$RAY_ADDRESS``); else start Ray here, listening on loopback only
-    (``LOCAL_RAY_ENV``)."""
+    """Join ``address`` (or ``$RAY_ADDRESS``), once it answers (``check_reachable``); else
+    start Ray here, listening on loopback only (``LOCAL_RAY_ENV``) and stopped with this
+    process (``ray_guard.guard_local_ray``)."""
+    flag = "--address" if address else "$RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS")
     if address is None:
         for key, value in LOCAL_RAY_ENV.items():
@@ -141,10 +225,14 @@ def connect_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    if address is not None:
+        check_reachable(address, flag)
     # On a cluster (a job's driver) worker output goes to the driver, so a worker's traceback
     # reaches `ray job logs`; a local sweep keeps its terminal for the live view.
     ray.init(address=address, include_dashboard=False, log_to_driver=address is not None,
              configure_logging=False)
+    if address is None:
+        guard_local_ray()
     if address is None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
         node_ip = ray.util.get_node_ip_address()
         if node_ip != "127.0.0.1":

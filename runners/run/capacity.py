@@ -182,12 +182,13 @@ def check_memory(name: str, estimate: MemoryEstimate, free: int, where: str) -> 
         return
     if estimate.state_bytes + estimate.activation_bytes_per_sequence > free:
         fix = ("its weights and optimizer state alone do not fit: use a smaller size "
-               "(--size, or size: in the recipe), or a machine with more memory")
+               "(--size, or size: in the recipe or a sweep's overrides), or a machine with "
+               "more memory")
     else:
         fits = (free - estimate.state_bytes) // estimate.activation_bytes_per_sequence
         fix = (f"a micro-batch of {fits} sequences would fit: set micro_batch_size "
-               f"(--set micro_batch_size={fits}; the same update, not part of the run's "
-               "identity), or use a smaller size")
+               f"(--set micro_batch_size={fits}, or in a sweep's overrides; the same update, "
+               "not part of the run's identity), or use a smaller size")
     raise CapacityError(f"{name} needs at least {estimate.describe()}, but the machine has "
                         f"{gib(free)} ({where}): it cannot train here; {fix}")
 

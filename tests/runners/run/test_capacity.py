@@ -101,7 +101,7 @@ def test_a_refusal_names_both_numbers_and_a_micro_batch_that_fits() -> None:
                               f"{est.total_bytes / 2**30:,.1f} GiB")
     assert f"the machine has {free / 2**30:,.1f} GiB (available RAM on this machine)" in message
     assert "--set micro_batch_size=" in message
-    fits = int(message.split("--set micro_batch_size=")[1].split(";")[0])
+    fits = int(message.split("--set micro_batch_size=")[1].split(",")[0])
     smaller = estimate_memory(dataclasses.replace(setting, recipe=dataclasses.replace(
         setting.recipe, micro_batch_size=fits)))
     assert 1 <= fits <= 5 and smaller.total_bytes <= free

@@ -192,10 +192,11 @@ def check_reachable(address: str, flag: str) -> None:
                 f"{flag} auto: no Ray runs on this machine; start one (ray start --head) or "
                 "leave the address out for a local Ray started by the sweep") from None
     host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not port.isdigit() or not host or "://" in target:
         raise RayUnreachableError(
             f"{flag} {address}: not a Ray address; give HOST:PORT (the head node's GCS port, "
-            "6379 unless ray start --port said otherwise), ray://HOST:10001 or auto")
+            "6379 unless ray start --port said otherwise), ray://HOST:10001 or auto "
+            "(http://HOST:8265 is the address of ray job submit, not of a sweep)")
     try:
         socket.create_connection((host.strip("[]"), int(port)),
                                  timeout=RAY_CONNECT_TIMEOUT_S).close()

@@ -90,6 +90,8 @@ def test_a_ray_address_where_nothing_listens_fails_in_seconds() -> None:
 def test_a_ray_address_is_checked_for_its_form_and_a_listener() -> None:
     with pytest.raises(RayUnreachableError, match=r"^\$RAY_ADDRESS my-head: not a Ray address"):
         check_reachable("my-head", "$RAY_ADDRESS")
+    with pytest.raises(RayUnreachableError, match=r"http://HOST:8265 is the address of ray job"):
+        check_reachable("http://127.0.0.1:8265", "--address")
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))
         listening.listen()

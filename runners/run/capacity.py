@@ -55,6 +55,7 @@ STATE_BYTES_PER_PARAM = 16
 BYTES_VOCAB = 257
 """The ``bytes`` tokenizer's vocabulary: 256 byte ids and end-of-text."""
 GIB = 1 << 30
+"""Bytes in a GiB, the unit messages state memory in."""
 
 
 class CapacityError(RuntimeError):

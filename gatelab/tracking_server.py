@@ -33,8 +33,8 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from gatelab.contract import resolve_tracking_uri, sqlite_path
 from gatelab.processes import pid_alive
+from gatelab.tracking_store import StoreUse, check_store
 
 HOST = "127.0.0.1"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -206,12 +206,11 @@ def start(tracking_uri: str | None, port: int, log: Path | None = None, host: st
     line, so ``gatelab ui | head -1`` gives the URL). On Linux the supervisor stops the server
     when the calling thread ends, so call this from the thread that waits for the server.
     ``host``: the address to bind; ``extra``: more ``mlflow server`` flags; ``new_store``: a
-    missing SQLite store is created (a tracking server's), not refused (the UI's)."""
-    uri = resolve_tracking_uri(tracking_uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file() and not new_store:
-        raise FileNotFoundError(f"no MLflow store at {path}: run a sweep first, or pass "
-                                "--tracking-uri")
+    missing SQLite store is created (a tracking server's), not refused (the UI's). The store is
+    checked first (``gatelab.tracking_store.check_store``): a missing (for the UI), corrupt or
+    foreign SQLite file, a URI of an unsupported scheme, or one whose server does not answer is
+    refused in one line (``StoreError``) before anything starts."""
+    uri = check_store(tracking_uri, StoreUse.WRITE if new_store else StoreUse.READ)
     check_port(port, host)
     out = open(log, "ab") if log is not None else None  # noqa: SIM115
     command = supervisor_command(server_command(uri, port, host, extra))

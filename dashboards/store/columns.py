@@ -77,10 +77,15 @@ learning rate of the schedule) is ``metric.lr``, beside the ``lr`` tag (the peak
 
 DERIVED_COLUMNS: dict[str, DType] = {
     "sweeps": pl.List(pl.Utf8),
+    "variant_id": pl.Utf8,
+    "spec_hash": pl.Utf8,
     "setting": pl.Utf8,
     "lr_setting": pl.Utf8,
 }
-"""``sweeps``: the sweeps a run is tagged with. ``setting``: a readable label of the setting
+"""``sweeps``: the sweeps a run is tagged with. ``variant_id``: the variant id the run was
+recorded with (``variant`` is ``ID@HASH8`` where the id holds several architectures:
+``identity.py``); ``spec_hash``: the hash of the architecture the run recorded, as ``gatelab
+show`` prints a spec's (null: none recorded). ``setting``: a readable label of the setting
 (size, steps or tokens, batch, sequence length, LR); ``lr_setting``: the same without the LR."""
 
 FINISHED = RunStatus.FINISHED.value

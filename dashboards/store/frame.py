@@ -3,7 +3,9 @@
 ``load_frame`` reads a store (``open_store.py``) and ``to_frame`` types what it read: tags
 become named columns, params keep their names with a type inferred over all runs (Int64,
 Float64, Boolean or Utf8; the string ``None`` is null), latest metrics become Float64 columns.
-Where a hash was recorded twice (it should not be), the newest run is kept.
+Where a hash was recorded twice (it should not be), the newest run is kept. Where one variant
+id was recorded with several architectures, each is a variant of its own, ``ID@HASH8``
+(``identity.py``); ``variant_id`` is the id as recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gatelab.dashboards.store.columns import (
     DType,
     empty_frame,
 )
+from gatelab.dashboards.store.identity import by_architecture
 from gatelab.dashboards.store.open_store import Backend, open_store
 from gatelab.dashboards.store.raw_runs import RawRuns
 
@@ -47,7 +50,8 @@ def to_frame(raw: RawRuns) -> pl.DataFrame:
     missing = [m for m in FINAL_METRICS if m not in frame.columns]
     frame = frame.with_columns(pl.lit(None, pl.Float64).alias(m) for m in missing)
     frame = (frame.sort("start_time", descending=True, nulls_last=True)
-             .unique("run_hash", keep="first", maintain_order=True)
+             .unique("run_hash", keep="first", maintain_order=True))
+    frame = (by_architecture(frame, raw.params)
              .sort("variant", "setting_id", "seed", nulls_last=True))
     frame = frame.join(_setting_labels(frame), on="setting_id", how="left")
     return frame.select(_column_order(frame.columns))
@@ -164,7 +168,8 @@ def _dedupe_labels(labels: dict[str, str]) -> dict[str, str]:
 
 def _column_order(columns: list[str]) -> list[str]:
     tag_cols = [name for name, _ in TAG_COLUMNS.values()]
-    first = ["run_id", "run_name", "experiment", *tag_cols[:9], "sweeps", "setting",
+    first = ["run_id", "run_name", "experiment", *tag_cols[:9], "sweeps", "variant_id",
+             "spec_hash", "setting",
              "lr_setting", *tag_cols[9:], *RUN_COLUMNS.keys(),
              *FINAL_METRICS]
     ordered = [c for c in dict.fromkeys(first) if c in columns]

@@ -5,6 +5,9 @@ Two readers return the same ``RawRuns``: ``SqliteStore`` reads a local ``sqlite:
 tables directly with SQL (fast: one query per table), ``ClientStore`` goes through
 ``MlflowClient`` (any store, e.g. an ``http://`` server). ``open_store`` picks the first for
 SQLite and the second otherwise; ``docs/dashboards.md`` has the measurements behind that.
+Before either, the URI is checked (``gatelab.tracking_store``): a missing, corrupt or foreign
+SQLite file, a server that does not answer within seconds and an unsupported scheme are each
+refused with one line that names the URI and the fix.
 A training run is one with a ``gatelab.run_hash`` tag and no ``gatelab.summary`` tag.
 """
 
@@ -12,24 +15,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from gatelab.contract import resolve_tracking_uri, sqlite_path
+from gatelab.contract import sqlite_path
 from gatelab.dashboards.store.client_store import ClientStore
 from gatelab.dashboards.store.raw_runs import RunStore
 from gatelab.dashboards.store.sqlite_store import SqliteStore
+from gatelab.tracking_store import StoreUse, check_store
 
 Backend = Literal["auto", "sql", "client"]
 
 def open_store(uri: str | None = None, backend: Backend = "auto") -> RunStore:
-    """The reader for ``uri`` (resolved as ``resolve_tracking_uri`` does): SQL for an
-    existing SQLite file unless ``backend="client"``, ``MlflowClient`` otherwise."""
-    resolved = resolve_tracking_uri(uri)
+    """The reader for ``uri`` (resolved as ``resolve_tracking_uri`` does, and checked by
+    ``check_store``: ``StoreError`` when it names no usable store, ``NoStore``, a
+    ``FileNotFoundError`` too, when its SQLite file is missing): SQL for a SQLite file unless
+    ``backend="client"``, ``MlflowClient`` otherwise."""
+    resolved = check_store(uri, StoreUse.READ)
     path = sqlite_path(resolved)
-    if backend == "sql":
-        if path is None:
-            raise ValueError(f"the SQL reader needs a sqlite:/// tracking URI, got {resolved}")
-        return SqliteStore(resolved, path)
-    if backend == "auto" and path is not None:
-        if not path.is_file():
-            raise FileNotFoundError(f"no MLflow store at {path} (tracking URI {resolved})")
+    if backend == "sql" and path is None:
+        raise ValueError(f"the SQL reader needs a sqlite:/// tracking URI, got {resolved}")
+    if backend != "client" and path is not None:
         return SqliteStore(resolved, path)
     return ClientStore(resolved)

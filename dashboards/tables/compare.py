@@ -6,6 +6,12 @@ each metric's mean with the half-width of its 95% t-interval (``<metric>_ci95``)
 (the recipe is identical but for the architecture) and tests the mean of the differences:
 ``diff``, ``diff_ci95``, ``p_value`` (paired t-test, two-sided), ``n_pairs`` and a ``note``
 where there are too few pairs. NaN and missing values are dropped before either.
+
+**One run per side.** A pair is exactly one run of each side: a variant is one architecture
+(the loaded frame names each architecture of an id recorded with several ``ID@HASH8``:
+``store/identity.py``), and one architecture has one run per setting and seed. ``paired_diff``
+refuses (``ValueError``) a frame where either side holds two runs of one setting and seed,
+rather than pair both with one run of the other side.
 """
 
 from __future__ import annotations
@@ -65,10 +71,12 @@ def paired_diff(runs: pl.DataFrame, metric: str, reference: str = REFERENCE,
     """Per group of ``by`` (which must include ``variant``): the mean of ``metric(variant) -
     metric(reference)`` over pairs of runs on the same setting and seed, its 95% interval,
     the paired t-test's p-value, ``n_pairs`` and a ``note``. ``runs`` should already be the
-    runs that count (e.g. ``finished(runs)``); the reference's own rows are not returned."""
+    runs that count (e.g. ``finished(runs)``); the reference's own rows are not returned.
+    ``ValueError`` where a variant (or the reference) has two runs of one setting and seed."""
+    keys = list(dict.fromkeys([*PAIR_ON, *by, "variant"]))
+    _one_run_per_seed(runs, keys)
     ref = (runs.filter(pl.col("variant") == reference)
-           .select(*PAIR_ON, _clean(metric).alias("__ref"))
-           .unique(list(PAIR_ON), keep="first"))
+           .select(*PAIR_ON, _clean(metric).alias("__ref")))
     pairs = (runs.filter(pl.col("variant") != reference)
              .join(ref, on=list(PAIR_ON), how="inner")
              .with_columns((_clean(metric) - pl.col("__ref")).alias("__d"))
@@ -85,6 +93,20 @@ def paired_diff(runs: pl.DataFrame, metric: str, reference: str = REFERENCE,
         _nan_to_null(t_test_p(out["diff"].to_numpy(), sd, n), "p_value"),
         pl.Series("note", notes, dtype=pl.Utf8),
     ).select(*by, "n_pairs", "diff", "diff_ci95", "p_value", "note")
+
+
+def _one_run_per_seed(runs: pl.DataFrame, keys: list[str]) -> None:
+    """``ValueError`` naming the first group of ``keys`` (a setting, seed and variant) that
+    holds more than one run of ``runs``."""
+    twice = (runs.filter(pl.col("seed").is_not_null()).group_by(keys).len()
+             .filter(pl.col("len") > 1))
+    if twice.is_empty():
+        return
+    row = twice.row(0, named=True)
+    raise ValueError(f"{row['variant']} has {row['len']} runs of seed {row['seed']} in setting "
+                     f"{row['setting_id']}: a pair is one run of each side; load the runs with "
+                     "gatelab.dashboards.load, which names each architecture of a variant id "
+                     "apart (ID@HASH8)")
 
 
 def paired_columns(runs: pl.DataFrame, metric: str, name: str | None = None,

@@ -35,6 +35,7 @@ from gatelab.dashboards.stats.inference import ALPHA, holm
 from gatelab.dashboards.stats.power import Power, power_analysis
 from gatelab.dashboards.stats.sequential import PROCEDURE, Design, decide
 from gatelab.dashboards.store.columns import DType
+from gatelab.dashboards.store.identity import split_variants
 from gatelab.dashboards.verdicts.claims import Claim, ClaimKind, load_claims
 from gatelab.dashboards.verdicts.evidence import TESTS, Evidence, lr_tolerance, ranking, units
 from gatelab.dashboards.verdicts.text import as_ratio, power_text
@@ -84,7 +85,13 @@ class _Row:
 def _rows(runs: pl.DataFrame, claims: Sequence[Claim]) -> list[_Row]:
     rows: list[_Row] = []
     all_units = units(runs)
+    split = split_variants(runs)
+    ids = set(runs["variant_id"].to_list()) if split else set()
     for claim in claims:
+        named = [v for v in dict.fromkeys((*claim.variants(), *claim.controls)) if v in split]
+        if named and set(claim.variants()) <= ids:
+            rows.append(_Row(claim, "", "", "", None, _not_one_model(claim, named, split)))
+            continue
         if claim.kind is ClaimKind.RANKING:
             rows += [_Row(claim, s, "", "", None, e) for s, e in ranking(runs)]
             continue
@@ -100,6 +107,24 @@ def _rows(runs: pl.DataFrame, claims: Sequence[Claim]) -> list[_Row]:
             if e is not None:
                 rows.append(_Row(claim, unit.setting, unit.setting_id, unit.at, unit.lr, e))
     return rows
+
+
+def _not_one_model(claim: Claim, named: Sequence[str], split: dict[str, list[str]]
+                   ) -> Evidence:
+    """The row of a claim that names a variant id recorded with several architectures
+    (``store/identity.py``): not tested, the architectures named."""
+    ids = "; ".join(f"{v} names {len(split[v])} architectures ({', '.join(split[v])})"
+                    for v in named)
+    why = (f"not tested: {ids}, and a claim compares one model with another; report one "
+           "sweep (rerun, it takes the runs of an older spec out of itself) or give each "
+           "architecture an id of its own (gatelab new)")
+
+    def decide(p_adj: float | None) -> tuple[Verdict, str | None]:
+        return Verdict.INCONCLUSIVE, why
+
+    against = "" if claim.kind is ClaimKind.LEVEL else f" vs {claim.reference}"
+    return Evidence(f"{claim.variant}{against}: {claim.metric}", 0, None, None, None, decide,
+                    lambda _: why, why, power_note="not tested: no power computed")
 
 
 def _power(e: Evidence, m: int) -> Power:

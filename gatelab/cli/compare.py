@@ -1,4 +1,9 @@
-"""``gatelab compare A B``: every metric of variant A against variant B on the same seeds."""
+"""``gatelab compare A B``: every metric of variant A against variant B on the same seeds.
+
+A and B are variants as the loaded runs name them: an id recorded with several architectures
+(a shipped id replaced with ``gatelab new --force``, a spec edited between runs) is one variant
+per architecture, ``ID@HASH8`` (``dashboards/store/identity.py``), so a pair is always one run
+of A and one of B. Naming such an id alone is refused with its labels, to pick one."""
 
 from __future__ import annotations
 
@@ -25,13 +30,25 @@ def run(args: argparse.Namespace) -> int:
     from gatelab.dashboards.report.page import render_compare
     from gatelab.dashboards.runs import load
     from gatelab.dashboards.store.columns import FINAL_METRICS
+    from gatelab.dashboards.store.identity import split_variants
     from gatelab.dashboards.tables.compare import compare_variants
 
+    if args.a == args.b:
+        raise ValueError(f"A and B are both {args.a!r}: name two variants")
     runs = load(args.sweep, tracking_uri=args.tracking_uri, experiment=args.experiment)
     present = sorted(set(runs.frame["variant"].drop_nulls().to_list()))
-    for name in (args.a, args.b):
+    split = split_variants(runs.frame)
+    where = f"sweep {args.sweep!r}" if args.sweep else "the experiment"
+    for name, other in ((args.a, args.b), (args.b, args.a)):
+        if name in split:
+            labels = split[name]
+            raise ValueError(f"variant {name!r} was recorded with {len(labels)} architectures "
+                             f"in {where} of {runs.store.uri}: {', '.join(labels)} (ID@ spec "
+                             f"hash; gatelab show {name} prints the current spec's); compare "
+                             f"one of them, e.g. gatelab compare "
+                             f"{labels[0] if name == args.a else other} "
+                             f"{other if name == args.a else labels[0]}")
         if name not in present:
-            where = f"sweep {args.sweep!r}" if args.sweep else "the experiment"
             raise ValueError(f"no runs of variant {name!r}{closest(name, present)} in {where} "
                              f"of {runs.store.uri}; variants with runs: "
                              f"{', '.join(present) or 'none'}")

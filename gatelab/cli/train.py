@@ -43,7 +43,7 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
 def overrides_of(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, str]]:
     """The recipe fields the flags and ``--set`` change, and the flag each came from (for
     error messages)."""
-    import yaml
+    from gatelab.set_values import parse_set
 
     overrides: dict[str, object] = {}
     origins: dict[str, str] = {}
@@ -53,8 +53,8 @@ def overrides_of(args: argparse.Namespace) -> tuple[dict[str, object], dict[str,
             overrides[key] = value
             origins[key] = "--" + key.replace("_", "-")
     for item in args.set or []:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+        key, value = parse_set(item, "data.source=my.txt")
+        overrides[key] = value
         origins[key] = f"--set {item}"
     return overrides, origins
 

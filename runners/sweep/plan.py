@@ -210,13 +210,13 @@ def recorded_runs(tracking_uri: str, experiment: str,
     store read once, through the dashboards' loader."""
     frame = load_frame(tracking_uri, experiment)
     wanted = [m for m in dict.fromkeys(metrics) if m in frame.columns]
-    columns = ["run_id", "run_hash", "status", "failure", "variant", "seed", "lr", "stage",
+    columns = ["run_id", "run_hash", "status", "failure", "variant_id", "seed", "lr", "stage",
                "sweeps", "size", "device", *wanted]
     runs: dict[str, RecordedRun] = {}
     for row in frame.select(columns).iter_rows(named=True):
         runs[row["run_hash"]] = RecordedRun(
             row["run_id"], row["run_hash"], parse_status(row["status"]), row["failure"],
-            row["variant"], row["seed"], row["lr"], row["stage"], tuple(row["sweeps"]),
+            row["variant_id"], row["seed"], row["lr"], row["stage"], tuple(row["sweeps"]),
             row["size"], row["device"], {m: row.get(m) for m in metrics})
     return runs
 

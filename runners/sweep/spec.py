@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -47,6 +48,7 @@ from gatelab.runners.run.recipe import (
     load_recipe,
     recipe_names,
 )
+from gatelab.set_values import yaml_problem
 from gatelab.shipped import sweeps_file
 
 logger = logging.getLogger("gatelab")
@@ -178,6 +180,13 @@ def with_sets(name: str, body: object, sets: Sequence[str]) -> object:
         if "=" not in item or not item.split("=", 1)[0]:
             raise SpecError(f"--set {item}", [Problem(name, "expected FIELD=VALUE, e.g. "
                                                             "--set overrides.steps=500")])
+        value = item.split("=", 1)[1]
+        try:
+            yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise SpecError(f"--set {item}", [Problem(name, (
+                f"{value!r} is not a YAML value ({yaml_problem(err)}): close its quote or "
+                "bracket, or quote the whole value"))]) from None
     try:
         merged = OmegaConf.merge(OmegaConf.create(body if isinstance(body, dict) else {}),
                                  OmegaConf.from_dotlist(list(sets)))
@@ -188,11 +197,15 @@ def with_sets(name: str, body: object, sets: Sequence[str]) -> object:
 
 
 def _set_origin(problem: Problem, name: str, sets: Sequence[str]) -> Problem:
+    """``problem`` blamed on the ``--set`` that wrote its field: one that set the field, a
+    field below it, or a field below an unknown one (``--set nonsense.x=1`` makes
+    ``nonsense`` unknown)."""
     for item in sets:
         key = f"{name}.{item.split('=', 1)[0]}"
         source = (problem.source or "").rsplit(": ", 1)[-1]  # a recipe field's origin
         if any(where == key or where.startswith((f"{key}.", f"{key}["))
-               for where in (problem.field, source)):
+               or key.startswith((f"{where}.", f"{where}["))
+               for where in (problem.field, source) if where and where != name):
             return Problem(problem.field, problem.message, f"--set {item}")
     return problem
 

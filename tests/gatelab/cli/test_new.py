@@ -44,3 +44,27 @@ def test_new_refuses_bad_input_and_writes_nothing(
     assert main(["new", *args]) != 0
     assert says in capsys.readouterr().err
     assert not list(tmp_path.glob("ablations/*.yaml"))
+
+
+def test_force_replaces_a_file_and_may_reuse_a_shipped_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without ``--force`` both are refused (``tests/gatelab/cli/test_errors.py``); with it the
+    file is written and the output says what it replaced or hides."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATELAB_ABLATIONS", raising=False)
+    assert main(["new", "g1-headwise", "--from", "g1-elementwise", "--set",
+                 "gate.activation=silu"]) != 0
+    assert not (tmp_path / "ablations").exists()
+    capsys.readouterr()
+    assert main(["new", "g1-headwise", "--from", "g1-elementwise", "--set",
+                 "gate.activation=silu", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "one of them now hides the other" in out and "g1-headwise.yaml" in out
+    spec = load_variant("g1-headwise")  # ./ablations now hides the shipped spec
+    assert spec.architecture.gate is not None
+    assert spec.architecture.gate.activation.value == "silu"
+    assert main(["new", "g1-headwise", "--from", "g1-elementwise", "--force"]) == 0
+    assert "replaced ablations/g1-headwise.yaml" in capsys.readouterr().out
+    data = yaml.safe_load((tmp_path / "ablations" / "g1-headwise.yaml").read_text())
+    assert "gate" not in data

@@ -1,12 +1,18 @@
-"""Suite-wide guards: nothing may reach the network (only loopback), and runs stay small."""
+"""Suite-wide guards: nothing may reach the network (only loopback), and runs stay small. And
+what the suite builds once per run (``built_once.py``): a test that trains on the built-in
+corpus asks for ``work_dir`` (its data cache already there), one that records runs for
+``mlflow_uri`` (a migrated empty store), each a copy of its own."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from built_once import BuiltOnce
 
 _real_connect = socket.socket.connect
 
@@ -32,3 +38,27 @@ def no_network() -> Iterator[None]:
     socket.socket.connect = _loopback_only  # type: ignore[method-assign]
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def built_once(tmp_path_factory: pytest.TempPathFactory) -> BuiltOnce:
+    """The run's shared builds: in the run's temporary folder, which every xdist worker's own
+    temporary folder sits in."""
+    base = tmp_path_factory.getbasetemp()
+    return BuiltOnce((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
+                     / "built-once")
+
+
+@pytest.fixture()
+def work_dir(tmp_path: Path, built_once: BuiltOnce) -> Path:
+    """``tmp_path/work``, a run's work dir, holding a copy of the built-in corpus's data cache
+    (the ``tiny`` recipe's tokenizer and token ids)."""
+    work = tmp_path / "work"
+    built_once.data_cache(work / "cache")
+    return work
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path: Path, built_once: BuiltOnce) -> str:
+    """A migrated empty MLflow store of this test's own, ``tmp_path/mlflow.db``."""
+    return built_once.mlflow_store(tmp_path / "mlflow.db")

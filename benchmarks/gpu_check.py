@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from gatelab.metrics import Metric
 from gatelab.model.attention_ops import Kernel, flash_available
 from gatelab.model.build import build_model
 from gatelab.model.ffn import EXPERT_PATHS, MoE
@@ -204,10 +205,11 @@ def runner_run(cfg: Config, work: Path) -> dict[str, Any]:
     resources = Resources(device=cfg.device.type, tracking_uri=f"sqlite:///{work}/mlflow.db",
                           work_dir=work, experiment="gpu-check")
     result = train(load_variant("g1-elementwise"), recipe, resources, size=cfg.backbone)
-    keys = ("tokens_per_s", "mfu", "achieved_flops", "peak_device_mem_gb", "peak_rss_gb",
-            "measure_time_s", "train_time_s", "val_loss", "f_attn")
-    return {"status": str(result.status),
-            **{k: result.summary[k] for k in keys if k in result.summary}}
+    keys = (Metric.TOKENS_PER_S, Metric.MFU, Metric.ACHIEVED_FLOPS, Metric.PEAK_DEVICE_MEM_GB,
+            Metric.PEAK_RSS_GB, Metric.MEASURE_TIME_S, Metric.TRAIN_TIME_S, Metric.VAL_LOSS,
+            Metric.F_ATTN)
+    metrics = result.summary.to_metrics() if result.summary else {}
+    return {"status": str(result.status), **{k: metrics[k] for k in keys if k in metrics}}
 
 
 def _sync(device: torch.device) -> None:

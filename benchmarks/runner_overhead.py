@@ -130,7 +130,7 @@ def runner_overhead(recipe, data, threads: int, work: Path, warmup: int) -> dict
         "runner_loop_overhead": runner_med / bare_med - 1,
         "runner_wall_s": wall_s,
         "runner_wall_overhead": wall_s / (recipe.steps * bare_med) - 1,
-        "runner_reported_tokens_per_s": result.summary["tokens_per_s"],
+        "runner_reported_tokens_per_s": result.summary.tokens_per_s if result.summary else None,
         "note": "runner and bare steps interleaved in one process (see runner_overhead's "
                 "docstring); medians after the first warmup_steps_dropped. runner_wall: the "
                 "whole train() call (MLflow set-up, data, one evaluation, final long-context "

@@ -17,7 +17,7 @@ import polars as pl
 from gatelab.contract import design_tag
 from gatelab.dashboards.stats.sequential import Design
 from gatelab.dashboards.store.artifacts import RunArrays, read_arrays
-from gatelab.dashboards.store.columns import FINISHED
+from gatelab.dashboards.store.columns import FINISHED, layer_columns
 from gatelab.dashboards.store.frame import to_frame
 from gatelab.dashboards.store.open_store import Backend, open_store
 from gatelab.dashboards.store.raw_runs import RunStore
@@ -28,6 +28,7 @@ from gatelab.dashboards.tables.long_context import loss_by_length, loss_by_posit
 from gatelab.dashboards.tables.sink_onset import sink_onset
 from gatelab.dashboards.verdicts.claims import Claim
 from gatelab.dashboards.verdicts.procedure import untested, verdicts
+from gatelab.metrics import Metric
 from gatelab.registry.schema import Family
 
 
@@ -143,7 +144,7 @@ class Runs:
     def sink_onset(self) -> pl.DataFrame:
         """Per run: the first evaluation step at which some head reached the sink threshold
         (``dashboards/tables/sink_onset.py``), from the logged per-layer sink metrics."""
-        names = [c for c in self.frame.columns if c.startswith("sink_head_max.layer")]
+        names = layer_columns(self.frame.columns, Metric.SINK_HEAD_MAX)
         if not names:
             return sink_onset(pl.DataFrame())
         return sink_onset(self.history(names))

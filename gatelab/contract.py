@@ -1,6 +1,8 @@
 """The contract between the code that writes runs (``gatelab.runners``) and the code that reads
 them (``gatelab.dashboards``, the CLI): run statuses, plan states, every tag name, the sweep
-tag, and where a tracking URI points. Both sides import this module; it imports neither.
+tag, where a tracking URI points, and the names of the artifacts a run logs (the internals'
+arrays too). Both sides import this module; it imports neither. The metric names, which come
+with naming rules and a table of their readers, are in ``gatelab.metrics``.
 """
 
 from __future__ import annotations
@@ -166,3 +168,48 @@ def sqlite_path(uri: str) -> Path | None:
         return None
     path = uri[len(prefix):].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+class Artifact(enum.StrEnum):
+    """The files gatelab logs as MLflow artifacts, by name."""
+
+    CONFIG = "config.json"
+    """A training run's spec, recipe, backbone and numerics, as trained (on its first start)."""
+    IDENTITY = "identity.json"
+    """What a training run's hash hashes (``RunIdentity.document``)."""
+    MODEL = "model.txt"
+    """The built model's modules and parameter count."""
+    SUMMARY = "summary.json"
+    """The summary of a run that ended (``gatelab.run_summary.RunSummary``) and its status."""
+    INTERNALS = "internals.npz"
+    """A finished run's arrays the metrics cannot hold (``InternalsArray``)."""
+    WEIGHTS = "final_weights.pt"
+    """A finished run's model ``state_dict`` (``torch.save``), where its recipe has
+    ``save_weights``: what a stage continues from."""
+    ERROR = "error.txt"
+    """The latest failure's traceback; removed when the run later finishes."""
+    FAILURES = "failures.json"
+    """Every failure of a run, the latest first, each ``{"at": UTC time, "cause": ...}``; kept
+    when the run later finishes, as its history."""
+    PLAN = "plan.json"
+    """On a sweep's parent run: its latest invocation's plan."""
+    REPORT = "report"
+    """On a summary run: the folder of the report (HTML, Markdown, CSV, PNG)."""
+
+
+class InternalsArray(enum.StrEnum):
+    """The arrays of ``Artifact.INTERNALS`` (an ``.npz``), by key."""
+
+    F_ATTN = "f_attn"
+    """(layers,): each layer's first-token share, as the metric ``f_attn.layerNN``."""
+    M_ACT = "m_act"
+    """(layers,): each layer's largest absolute hidden-state value."""
+    F_ATTN_HEADS = "f_attn_heads"
+    """(layers, heads): each head's first-token share; (layers, 0) when not measured."""
+    HIST_EDGES = "hist_edges"
+    """(bins + 1,): the gate-score histogram's bin edges over [0, 1]."""
+    GATE_HIST = "gate_hist"
+    """(gated layers, bins + 2) int64: gate-score counts below 0, per bin, above 1."""
+    ATTN_MAPS = "attn_maps"
+    """(layers, heads, n, n) float32: the first heads' attention probabilities over the first
+    positions of the first measured sequence (rows: queries); absent where none was taken."""

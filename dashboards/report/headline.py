@@ -25,10 +25,11 @@ from gatelab.dashboards.report.plots import (
 )
 from gatelab.dashboards.tables.compare import REFERENCE, finished, paired_diff, summarise
 from gatelab.dashboards.tables.paper_numbers import paper_frame
+from gatelab.metrics import Metric
 
-INTERNALS = (("f_attn", "f_attn (first-token share)", "paper_f_attn"),
-             ("m_act", "m_act (max |hidden state|)", "paper_m_act"),
-             ("gate_score.mean", "mean gate score", "paper_gate_score"))
+INTERNALS = ((Metric.F_ATTN, "f_attn (first-token share)", "paper_f_attn"),
+             (Metric.M_ACT, "m_act (max |hidden state|)", "paper_m_act"),
+             (Metric.GATE_SCORE_MEAN, "mean gate score", "paper_gate_score"))
 
 
 def effects(runs: pl.DataFrame) -> pl.DataFrame:
@@ -39,7 +40,7 @@ def effects(runs: pl.DataFrame) -> pl.DataFrame:
     if sid is None:
         return pl.DataFrame(schema={"variant": pl.Utf8})
     fin = finished(runs).filter(pl.col("setting_id") == sid)
-    diff = paired_diff(fin, "val_loss")
+    diff = paired_diff(fin, Metric.VAL_LOSS)
     paper = paper_frame().select("variant", "paper_ppl")
     base = paper.filter(pl.col("variant") == REFERENCE)["paper_ppl"]
     base_ppl = float(base[0]) if base.len() and base[0] is not None else None
@@ -121,7 +122,7 @@ def internals_plot(runs: pl.DataFrame, path: Path) -> tuple[Path, str] | None:
         marks = order[paper].to_numpy().astype(float)
         ax.plot(marks, y, "D", color="grey", mfc="white", ms=5)
         ax.set_xlabel(label)
-        if metric == "m_act":
+        if metric == Metric.M_ACT:
             ax.set_xscale("log")
         ax.grid(alpha=0.3, axis="x")
     axes[0].set_yticks(y, order["variant"].to_list())

@@ -34,6 +34,7 @@ from gatelab.dashboards.store.artifacts import RunArrays
 from gatelab.dashboards.store.columns import layer_columns
 from gatelab.dashboards.tables.compare import REFERENCE, finished
 from gatelab.dashboards.tables.lr_tolerance import lr_grid
+from gatelab.metrics import Metric
 
 MAX_PANELS = 4
 """Loss-curve panels: the settings with the most finished runs."""
@@ -41,7 +42,7 @@ DPI = 110
 MAX_HIST_PANELS = 9
 PREFERRED_MAPS = ("g1-elementwise", "g1-headwise")
 """Gated variants shown beside the baseline's attention maps when the runs have them."""
-SINK_METRIC = "sink_head_max"
+SINK_METRIC = Metric.SINK_HEAD_MAX
 """The runner's per-layer metric of the largest head's first-token share (``.layerXX``)."""
 SINK_PANEL_COLUMNS = 4
 
@@ -109,7 +110,7 @@ def loss_curves(runs: pl.DataFrame, history: pl.DataFrame, path: Path) -> Path |
 
 
 def _loss_panel(ax: Axes, hist: pl.DataFrame, colors: dict[str, str]) -> None:
-    train = hist.filter(pl.col("metric") == "train_loss").sort("step")
+    train = hist.filter(pl.col("metric") == Metric.TRAIN_LOSS).sort("step")
     steps_max = int(train.select(pl.col("step").max()).item() or 1) if train.height else 1
     window = max(1, steps_max // 25)
     for variant in sorted(hist["variant"].unique().to_list(),
@@ -129,7 +130,7 @@ def _loss_panel(ax: Axes, hist: pl.DataFrame, colors: dict[str, str]) -> None:
                     label=f"{variant} (n={n})")
             ax.fill_between(band["step"], band["lo"], band["hi"], color=colors[variant],
                             alpha=0.18, lw=0)
-        val = (hist.filter((pl.col("metric") == "val_loss") & (pl.col("variant") == variant))
+        val = (hist.filter((pl.col("metric") == Metric.VAL_LOSS) & (pl.col("variant") == variant))
                .group_by("step").agg(pl.col("value").mean()).sort("step"))
         if not val.is_empty():
             ax.plot(val["step"], val["value"], "o", color=colors[variant], ms=4)
@@ -172,10 +173,10 @@ def internals_over_training(runs: pl.DataFrame, history: pl.DataFrame, path: Pat
     colors = variant_colors(fin["variant"].to_list())
     fig = new_figure(11.0, 4.0)
     axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ("f_attn", "m_act"), strict=True):
+    for ax, metric in zip(axes, (Metric.F_ATTN, Metric.M_ACT), strict=True):
         mine = hist.filter(pl.col("metric") == metric)
         _draw_bands(ax, mine, colors)
-        if metric == "f_attn":
+        if metric == Metric.F_ATTN:
             _mark_uniform_share(ax, fin)
         ax.set_xlabel("step")
         ax.set_ylabel(f"{metric} (mean over layers)")
@@ -279,7 +280,7 @@ def loss_vs_lr(runs: pl.DataFrame, path: Path) -> Path | None:
         return None
     grid = grid.filter(pl.col("lr_setting_id") == sizes["lr_setting_id"][0])
     colors = variant_colors(grid["variant"].to_list())
-    highest = grid.select(pl.col("val_loss").max()).item()
+    highest = grid.select(pl.col(Metric.VAL_LOSS).max()).item()
     top = float(highest) + 0.1 if highest is not None else 1.0
     fig = new_figure(7.0, 4.4)
     ax = fig.add_subplot()
@@ -288,8 +289,8 @@ def loss_vs_lr(runs: pl.DataFrame, path: Path) -> Path | None:
         # Variants side by side around each LR (a few percent apart on the log axis).
         dodge = 10 ** (0.025 * (i - (len(variants) - 1) / 2))
         mine = grid.filter(pl.col("variant") == variant).sort("lr")
-        ok = mine.filter(pl.col("val_loss").is_not_null())
-        ax.errorbar(ok["lr"] * dodge, ok["val_loss"], yerr=ok["val_loss_ci95"].fill_null(0.0),
+        ok = mine.filter(pl.col(Metric.VAL_LOSS).is_not_null())
+        ax.errorbar(ok["lr"] * dodge, ok[Metric.VAL_LOSS], yerr=ok["val_loss_ci95"].fill_null(0.0),
                     color=colors[variant], marker="o", capsize=3, label=variant)
         for row in mine.filter(pl.col("n_diverged") > 0).iter_rows(named=True):
             ax.plot([row["lr"] * dodge], [top], "x", color=colors[variant], ms=8, mew=2)
@@ -305,7 +306,7 @@ def loss_vs_lr(runs: pl.DataFrame, path: Path) -> Path | None:
     return save_png(fig, path)
 
 
-def _per_layer(runs: pl.DataFrame, metric: str) -> tuple[list[str], pl.DataFrame]:
+def _per_layer(runs: pl.DataFrame, metric: Metric) -> tuple[list[str], pl.DataFrame]:
     """The per-layer columns of ``metric`` that some run recorded, and those runs."""
     cols = layer_columns(runs.columns, metric)
     present = [c for c in cols if runs[c].is_not_null().any()]
@@ -320,7 +321,7 @@ def internals_per_layer(runs: pl.DataFrame, path: Path) -> Path | None:
     if sid is None:
         return None
     fin = finished(runs).filter(pl.col("setting_id") == sid)
-    panels = [(m, *_per_layer(fin, m)) for m in ("f_attn", "m_act")]
+    panels = [(m, *_per_layer(fin, m)) for m in (Metric.F_ATTN, Metric.M_ACT)]
     panels = [p for p in panels if p[1]]
     if not panels:
         return None
@@ -339,13 +340,13 @@ def internals_per_layer(runs: pl.DataFrame, path: Path) -> Path | None:
                         ls="--" if variant == REFERENCE else "-",
                         lw=2 if variant == REFERENCE else 1.2,
                         label=f"{variant} (n={mine.shape[0]})")
-        if metric == "f_attn":
+        if metric == Metric.F_ATTN:
             _mark_uniform_share(ax, rows)
         ax.set_xticks(layers)
         ax.set_xlabel("layer")
         ax.set_ylabel(metric)
-        ax.set_title({"f_attn": "attention on the first token (sink)",
-                      "m_act": "max |hidden state| (massive activations)"}[metric], fontsize=9)
+        ax.set_title({Metric.F_ATTN: "attention on the first token (sink)",
+                      Metric.M_ACT: "max |hidden state| (massive activations)"}[metric], fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{setting_name(runs, sid)}: mean over seeds, bars = range", fontsize=10)
@@ -376,10 +377,10 @@ def gate_scores(runs: pl.DataFrame, path: Path) -> Path | None:
     if sid is None:
         return None
     fin = finished(runs).filter(pl.col("setting_id") == sid)
-    mean_cols, rows = _per_layer(fin, "gate_score.mean")
+    mean_cols, rows = _per_layer(fin, Metric.GATE_SCORE_MEAN)
     if not mean_cols:
         return None
-    frac_cols = layer_columns(rows.columns, "gate_score.frac_below_0.1")
+    frac_cols = layer_columns(rows.columns, Metric.GATE_SCORE_FRAC_BELOW_01)
     variants = sorted(rows["variant"].unique().to_list())
     colors = variant_colors(fin["variant"].to_list())
     fig = new_figure(11.0, 4.0)

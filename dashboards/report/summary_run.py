@@ -14,9 +14,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from gatelab.contract import Tag, sweep_tag
+from gatelab.contract import Artifact, Tag, sweep_tag
 from gatelab.dashboards.report.parts import Report
 from gatelab.experiment import ensure_experiment
+from gatelab.metrics import SUMMARY_RUN_COUNT, claims_metric
 from gatelab.verdict import Verdict
 
 
@@ -56,10 +57,10 @@ def attach(report: Report, tracking_uri: str, experiment: str, sweep: str) -> st
     try:
         client.log_batch(
             run_id,
-            metrics=[Metric(f"claims.{k}", float(v), now, 0) for k, v in counts.items()]
-            + [Metric("runs", float(report.n_runs), now, 0)],
+            metrics=[Metric(claims_metric(k), float(v), now, 0) for k, v in counts.items()]
+            + [Metric(SUMMARY_RUN_COUNT, float(report.n_runs), now, 0)],
             tags=[RunTag(str(k), v) for k, v in summary_tags(sweep, report.n_runs).items()])
-        client.log_artifacts(run_id, str(report.out), artifact_path="report")
+        client.log_artifacts(run_id, str(report.out), artifact_path=Artifact.REPORT)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise

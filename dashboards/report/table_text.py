@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from gatelab.dashboards.numbers import number
+from gatelab.metrics import Metric
 from gatelab.verdict import Verdict
 
 HIDDEN = ("setting_id", "lr_setting_id")
@@ -32,7 +33,7 @@ def format_value(column: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
-        return f"{value:,}" if column in ("added_params", "params") else str(value)
+        return f"{value:,}" if column in ("added_params", Metric.PARAMS) else str(value)
     if isinstance(value, float):
         if value != value:  # NaN
             return MISSING

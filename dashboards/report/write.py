@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from gatelab.contract import SINK_HEAD_THRESHOLD
+from gatelab.contract import SINK_HEAD_THRESHOLD, Artifact
 from gatelab.dashboards.report import headline, plots
 from gatelab.dashboards.report.page import render_html, render_markdown
 from gatelab.dashboards.report.parts import Plot, Report, Sentence, Table
@@ -28,6 +28,7 @@ from gatelab.dashboards.tables.compare import finished
 from gatelab.dashboards.tables.lr_tolerance import DEGRADED_MARGIN
 from gatelab.dashboards.verdicts.claims import Claim
 from gatelab.dashboards.verdicts.text import verdict_sentence
+from gatelab.metrics import Metric
 from gatelab.verdict import Verdict
 
 VERDICTS_DESCRIPTION = (
@@ -129,7 +130,7 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
         if path is not None:
             made.append(Plot(key, title, description, path))
 
-    history = runs.history(["train_loss", "val_loss"]) if len(runs) else None
+    history = runs.history([Metric.TRAIN_LOSS, Metric.VAL_LOSS]) if len(runs) else None
     if history is not None:
         add("loss_curves", "Loss curves", "Training loss per variant, mean over seeds with the "
             "seeds' range as a band; dots: validation loss.",
@@ -138,7 +139,7 @@ def draw_plots(runs: Runs, folder: Path) -> list[Plot]:
         add("internals_over_training", "Attention sink and massive activations during training",
             "f_attn and m_act (means over layers) at each evaluation: whether and when a sink "
             "forms, and whether a gate prevents it.",
-            plots.internals_over_training(runs.frame, runs.history(["f_attn", "m_act"]),
+            plots.internals_over_training(runs.frame, runs.history([Metric.F_ATTN, Metric.M_ACT]),
                                           folder / "internals_over_training.png"))
         sink_layers = layer_columns(runs.frame.columns, plots.SINK_METRIC)
         if sink_layers:
@@ -222,7 +223,7 @@ def _wall_time(frame: pl.DataFrame) -> str:
     if not starts.len() or not ends.len():
         return "-"
     span = (ends.max() - starts.min()).total_seconds() / 3600  # type: ignore[operator,union-attr]
-    train = frame["train_time_s"].drop_nulls().sum() / 3600
+    train = frame[Metric.TRAIN_TIME_S].drop_nulls().sum() / 3600
     return (f"{span:.2f} h from the first run's start to the last one's end; "
             f"{train:.2f} h of training summed over runs")
 
@@ -233,8 +234,9 @@ def _notes(runs: Runs, claims: Sequence[Claim] | None) -> list[str]:
     shown = finished(runs.frame).filter(pl.col("setting_id") == main)
     missing = shown.filter(~pl.col("run_id").is_in(list(runs.arrays(shown["run_id"].to_list()))))
     if missing.height:
-        notes.append(f"{missing.height} finished runs have no internals.npz artifact (recorded "
-                     "by an older gatelab): they are left out of the histograms and maps.")
+        notes.append(f"{missing.height} finished runs have no {Artifact.INTERNALS} artifact "
+                     "(recorded by an older gatelab): they are left out of the histograms and "
+                     "maps.")
     left = runs.untested(claims)
     if left:
         notes.append("Claims these runs cannot test (their variants or an LR grid were not "

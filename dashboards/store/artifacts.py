@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARTIFACT = "internals.npz"
+from gatelab.contract import Artifact, InternalsArray
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,14 @@ def read_arrays(tracking_uri: str, run_ids: Sequence[str]) -> dict[str, RunArray
         for rid in run_ids:
             try:
                 names = {a.path for a in client.list_artifacts(rid)}
-                if ARTIFACT not in names:
+                if Artifact.INTERNALS not in names:
                     continue
-                local = client.download_artifacts(rid, ARTIFACT, str(Path(tmp) / rid))
+                local = client.download_artifacts(rid, Artifact.INTERNALS, str(Path(tmp) / rid))
             except (MlflowException, OSError):
                 continue
             with np.load(local) as data:
+                maps = InternalsArray.ATTN_MAPS
                 found[rid] = RunArrays(
-                    rid, data["gate_hist"], data["hist_edges"],
-                    data["attn_maps"] if "attn_maps" in data.files else None, data["f_attn"])
+                    rid, data[InternalsArray.GATE_HIST], data[InternalsArray.HIST_EDGES],
+                    data[maps] if maps in data.files else None, data[InternalsArray.F_ATTN])
     return found

@@ -13,6 +13,7 @@ import polars as pl
 
 from gatelab.contract import DONE_STATUSES as _DONE
 from gatelab.contract import RunStatus, Tag
+from gatelab.metrics import Metric, context_metric, parse_layer_metric
 
 DType = pl.DataType | type[pl.DataType]
 """A Polars dtype, as a class (``pl.Int64``) or an instance (``pl.List(pl.Utf8)``)."""
@@ -57,11 +58,13 @@ RUN_COLUMNS: dict[str, DType] = {
 """Columns taken from the MLflow run itself."""
 
 FINAL_METRICS: tuple[str, ...] = (
-    "val_loss", "val_ppl", "val_bpb", "val_loss_ctx1x", "val_loss_ctx2x", "val_loss_ctx4x",
-    "f_attn", "m_act", "sink_head_max", "sink_heads_frac", "value_drain", "resid_peak_first",
-    "gate_score.mean", "gate_score.frac_below_0.01", "gate_score.frac_below_0.1",
-    "loss_spikes", "spike_score", "max_grad_norm", "tokens_per_s", "train_time_s", "params",
-    "tokens", "steps",
+    Metric.VAL_LOSS, Metric.VAL_PPL, Metric.VAL_BPB,
+    context_metric(1), context_metric(2), context_metric(4),
+    Metric.F_ATTN, Metric.M_ACT, Metric.SINK_HEAD_MAX, Metric.SINK_HEADS_FRAC,
+    Metric.VALUE_DRAIN, Metric.RESID_PEAK_FIRST, Metric.GATE_SCORE_MEAN,
+    Metric.GATE_SCORE_FRAC_BELOW_001, Metric.GATE_SCORE_FRAC_BELOW_01,
+    Metric.LOSS_SPIKES, Metric.SPIKE_SCORE, Metric.MAX_GRAD_NORM, Metric.TOKENS_PER_S,
+    Metric.TRAIN_TIME_S, Metric.PARAMS, Metric.TOKENS, Metric.STEPS,
 )
 """Metrics every frame has as columns (null where a run did not record them)."""
 
@@ -94,10 +97,12 @@ DONE_STATUSES: list[str] = sorted(s.value for s in _DONE)
 """Runs whose result is final; ``failed``, ``running`` and ``interrupted`` ones are not."""
 
 
-def layer_columns(columns: list[str], metric: str) -> list[str]:
-    """The per-layer columns of ``metric`` (``f_attn`` -> ``f_attn.layer00``, ...), in order."""
-    prefix = f"{metric}.layer"
-    return sorted(c for c in columns if c.startswith(prefix) and c[len(prefix):].isdigit())
+def layer_columns(columns: list[str], metric: Metric) -> list[str]:
+    """The per-layer columns of ``metric`` (``f_attn`` -> ``f_attn.layer00``, ...), in layer
+    order."""
+    layers = {c: parsed[1] for c in columns
+              if (parsed := parse_layer_metric(c)) is not None and parsed[0] == metric}
+    return sorted(layers, key=layers.__getitem__)
 
 
 def empty_frame() -> pl.DataFrame:

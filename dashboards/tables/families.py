@@ -28,21 +28,26 @@ from gatelab.dashboards.tables.compare import (
     paired_columns,
     summarise,
 )
+from gatelab.metrics import Metric
 from gatelab.registry.loader import load_all_valid
 from gatelab.registry.schema import Family
 
 UNKNOWN = "unknown"
 """The family of a variant no valid spec names."""
 
-METRICS = ("val_loss", "f_attn", "m_act", "gate_score.mean", "sink_head_max", "sink_heads_frac",
-           "value_drain", "step_time_ms", "tokens_per_s")
+STEP_TIME = "step_time_ms"
+"""The column of the training wall time per step, in ms (``train_time_s / steps``)."""
+
+METRICS = (Metric.VAL_LOSS, Metric.F_ATTN, Metric.M_ACT, Metric.GATE_SCORE_MEAN,
+           Metric.SINK_HEAD_MAX, Metric.SINK_HEADS_FRAC, Metric.VALUE_DRAIN, STEP_TIME,
+           Metric.TOKENS_PER_S)
 """Per variant: mean and 95% interval over seeds. ``step_time_ms``: training wall time per
 step (``train_time_s / steps``), the cost of the explicit attention path beside the fused one."""
 
 OPTIONAL_METRICS = ("attn_mass",)
 """Shown where the frame has them (a measurement runs may not record)."""
 
-PAIRED = ("val_loss", "f_attn", "m_act")
+PAIRED = (Metric.VAL_LOSS, Metric.F_ATTN, Metric.M_ACT)
 """Compared with the baseline on the same seeds: ``d_<metric>``, ``d_<metric>_ci95``,
 ``p_<metric>``."""
 
@@ -69,8 +74,8 @@ def family_table(runs: pl.DataFrame, families: Sequence[Family | str] | None = N
     variant to family in place of the registry's (tests)."""
     frame = runs.with_columns(
         family_of(runs["variant"], known),
-        (1000 * pl.col("train_time_s").cast(pl.Float64)
-         / pl.col("steps").cast(pl.Float64)).alias("step_time_ms"))
+        (1000 * pl.col(Metric.TRAIN_TIME_S).cast(pl.Float64)
+         / pl.col(Metric.STEPS).cast(pl.Float64)).alias(STEP_TIME))
     if families is not None:
         wanted = [Family(f).value for f in families]
         frame = frame.filter(pl.col("family").is_in(wanted) | (pl.col("variant") == REFERENCE))

@@ -18,11 +18,8 @@ from __future__ import annotations
 import polars as pl
 
 from gatelab.dashboards.store.columns import FINISHED
+from gatelab.metrics import CONTEXT_PATTERN, POSITION_PATTERN
 
-POSITION_METRIC = r"^val_loss_ctx(\d+)x\.pos(\d+)$"
-"""The runner's per-bucket metric names: the length multiple, then the bucket."""
-WHOLE_METRIC = r"^val_loss_ctx(\d+)x$"
-"""The runner's whole-window loss at a length multiple."""
 FIRST_STAGE = "train"
 """The stage of a run that continued from none."""
 CONTINUED = "continued"
@@ -75,7 +72,7 @@ def _by_multiple(runs: pl.DataFrame, pattern: str, value: str) -> pl.DataFrame:
     long = runs.unpivot(on=names, index="run_id", variable_name="metric", value_name=value)
     parts = pl.col("metric").str.extract_groups(pattern)
     columns = [parts.struct.field("1").cast(pl.Int64).alias("multiple")]
-    if pattern == POSITION_METRIC:
+    if pattern == POSITION_PATTERN:
         columns.append(parts.struct.field("2").cast(pl.Int64).alias("bucket"))
     return long.drop_nulls(value).with_columns(columns).drop("metric")
 
@@ -84,7 +81,7 @@ def _stage_runs(runs: pl.DataFrame) -> pl.DataFrame:
     """Per finished run with position metrics, multiple and bucket: its keys, the bucket's
     loss (``loss``), how many buckets the window has and the whole window's loss (``whole``)."""
     fin = runs.filter(pl.col("status") == FINISHED)
-    if not _matching(runs, POSITION_METRIC) or fin.is_empty():
+    if not _matching(runs, POSITION_PATTERN) or fin.is_empty():
         return pl.DataFrame()
     parent = _column(fin, "parent_hash", pl.Utf8)
     keyed = fin.with_columns(_depths(fin)).select(
@@ -95,8 +92,8 @@ def _stage_runs(runs: pl.DataFrame) -> pl.DataFrame:
         _column(fin, "recipe.seq_len", pl.Int64).alias("seq_len"),
         _column(fin, "backbone.rope_base", pl.Float64).alias("rope_base"),
         _column(fin, "recipe.yarn.factor", pl.Float64).alias("yarn_factor"))
-    buckets = _by_multiple(fin, POSITION_METRIC, "loss")
-    whole = _by_multiple(fin, WHOLE_METRIC, "whole")
+    buckets = _by_multiple(fin, POSITION_PATTERN, "loss")
+    whole = _by_multiple(fin, CONTEXT_PATTERN, "whole")
     return (keyed.join(buckets, on="run_id")
             .join(whole, on=["run_id", "multiple"], how="left")
             .with_columns((pl.col("multiple") * pl.col("seq_len")).alias("eval_len"),

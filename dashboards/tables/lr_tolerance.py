@@ -21,6 +21,7 @@ import polars as pl
 from gatelab.dashboards.store.columns import DIVERGED, FINISHED
 from gatelab.dashboards.tables.compare import REFERENCE, completed, finished, summarise
 from gatelab.dashboards.tables.paper_numbers import paper_frame
+from gatelab.metrics import Metric
 
 GRID = ("lr_setting_id", "variant", "lr")
 
@@ -33,7 +34,7 @@ def _cell(row: dict[str, Any]) -> str:
     n, k = int(row["n"] or 0), int(row["n_diverged"] or 0)
     if n == 0:
         return f"diverged {k}/{k}"
-    loss = f"{row['val_loss']:.3f}"
+    loss = f"{row[Metric.VAL_LOSS]:.3f}"
     if row["val_loss_ci95"] is not None:
         loss += f" ± {row['val_loss_ci95']:.3f}"
     return loss if k == 0 else f"{loss} (diverged {k}/{n + k})"
@@ -47,13 +48,13 @@ def lr_grid(runs: pl.DataFrame) -> pl.DataFrame:
         pl.col("lr_setting").first(),
         (pl.col("status") == FINISHED).sum().cast(pl.Int64).alias("n"),
         (pl.col("status") == DIVERGED).sum().cast(pl.Int64).alias("n_diverged"))
-    loss = summarise(finished(runs), ["val_loss", "m_act"], by=GRID).drop("n")
+    loss = summarise(finished(runs), [Metric.VAL_LOSS, Metric.M_ACT], by=GRID).drop("n")
     out = counts.join(loss, on=list(GRID), how="left")
     cells = [_cell(row) for row in out.iter_rows(named=True)]
     out = out.with_columns(pl.Series("cell", cells, dtype=pl.Utf8))
     return out.sort("lr_setting", "variant", "lr").select(
-        "lr_setting", "variant", "lr", "n", "n_diverged", "val_loss", "val_loss_ci95", "m_act",
-        "m_act_ci95", "cell", "lr_setting_id")
+        "lr_setting", "variant", "lr", "n", "n_diverged", Metric.VAL_LOSS, "val_loss_ci95",
+        Metric.M_ACT, "m_act_ci95", "cell", "lr_setting_id")
 
 
 def lr_summary(runs: pl.DataFrame) -> pl.DataFrame:
@@ -66,10 +67,11 @@ def lr_summary(runs: pl.DataFrame) -> pl.DataFrame:
     grid = lr_grid(runs)
     key = ["lr_setting_id", "variant"]
     stable = (pl.col("n_diverged") == 0) & (pl.col("n") > 0)
-    best = (grid.filter(pl.col("val_loss").is_not_null()).sort("val_loss")
+    loss = pl.col(Metric.VAL_LOSS)
+    best = (grid.filter(pl.col(Metric.VAL_LOSS).is_not_null()).sort(Metric.VAL_LOSS)
             .group_by(key, maintain_order=True)
             .agg(pl.col("lr").first().alias("best_lr"),
-                 pl.col("val_loss").first().alias("best_val_loss")))
+                 pl.col(Metric.VAL_LOSS).first().alias("best_val_loss")))
     out = grid.group_by(key, maintain_order=True).agg(
         pl.col("lr_setting").first(), pl.col("lr").n_unique().cast(pl.Int64).alias("n_lrs"),
         pl.col("lr").filter(stable).max().alias("largest_stable_lr"),
@@ -77,8 +79,8 @@ def lr_summary(runs: pl.DataFrame) -> pl.DataFrame:
     base = (out.filter(pl.col("variant") == REFERENCE)
             .select("lr_setting_id", pl.col("largest_stable_lr").alias("__base")))
     margin = (grid.join(best, on=key, how="inner")
-              .with_columns(((pl.col("n_diverged") == 0) & pl.col("val_loss").is_not_null()
-                             & (pl.col("val_loss") <= pl.col("best_val_loss") + DEGRADED_MARGIN))
+              .with_columns(((pl.col("n_diverged") == 0) & loss.is_not_null()
+                             & (loss <= pl.col("best_val_loss") + DEGRADED_MARGIN))
                             .alias("__ok"))
               .group_by(key, maintain_order=True)
               .agg(pl.col("lr").filter(pl.col("__ok")).max().alias("largest_within_margin_lr"),
@@ -128,7 +130,7 @@ def lr_tolerance(runs: pl.DataFrame) -> pl.DataFrame:
 def massive_activations_per_lr(runs: pl.DataFrame) -> pl.DataFrame:
     """Variant x LR: the mean ``m_act`` of the finished runs at each LR (``m_act=<lr>``
     columns) and its growth from the smallest to the largest LR with finished runs."""
-    grid = lr_grid(runs).filter(pl.col("m_act").is_not_null())
+    grid = lr_grid(runs).filter(pl.col(Metric.M_ACT).is_not_null())
     if grid.is_empty():
         return pl.DataFrame(schema={"lr_setting": pl.Utf8, "variant": pl.Utf8})
     lrs = sorted(grid["lr"].unique().to_list())
@@ -136,9 +138,9 @@ def massive_activations_per_lr(runs: pl.DataFrame) -> pl.DataFrame:
     wide = (grid.with_columns(pl.col("lr").replace_strict(names, return_dtype=pl.Utf8)
                               .alias("__lr"))
             .pivot(on="__lr", index=["lr_setting", "lr_setting_id", "variant"],
-                   values="m_act"))
+                   values=Metric.M_ACT))
     growth = (grid.sort("lr").group_by("lr_setting_id", "variant", maintain_order=True)
-              .agg((pl.col("m_act").last() / pl.col("m_act").first()).alias("growth")))
+              .agg((pl.col(Metric.M_ACT).last() / pl.col(Metric.M_ACT).first()).alias("growth")))
     cols = [names[lr] for lr in lrs if names[lr] in wide.columns]
     return (wide.join(growth, on=["lr_setting_id", "variant"], how="left")
             .sort("lr_setting", "variant").select("lr_setting", "variant", *cols, "growth"))

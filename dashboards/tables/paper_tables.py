@@ -22,6 +22,7 @@ from gatelab.dashboards.tables.compare import (
     summarise,
 )
 from gatelab.dashboards.tables.paper_numbers import paper_frame
+from gatelab.metrics import Metric, context_metric
 
 LABELS = ("setting", "lr")
 """Readable columns every table starts with (the grouping key ``setting_id`` ends it)."""
@@ -76,19 +77,20 @@ def table1(runs: pl.DataFrame) -> pl.DataFrame:
     the baseline on the same seeds, the paper's PPL and change beside ours, and each ordering's
     rank (``rank``, ``paper_rank``: among the variants that have both, per setting)."""
     fin = finished(runs)
-    agg = summarise(fin, ["val_ppl", "val_bpb", "params"]).drop("n")
+    agg = summarise(fin, [Metric.VAL_PPL, Metric.VAL_BPB, Metric.PARAMS]).drop("n")
     base_params = (agg.filter(pl.col("variant") == REFERENCE)
-                   .select("setting_id", pl.col("params").alias("base_params")))
+                   .select("setting_id", pl.col(Metric.PARAMS).alias("base_params")))
     agg = agg.join(base_params, on="setting_id", how="left").with_columns(
-        (pl.col("params") - pl.col("base_params")).round().cast(pl.Int64).alias("added_params"))
-    paired = paired_columns(fin, "val_ppl").rename({"n_pairs_val_ppl": "n_pairs"})
+        (pl.col(Metric.PARAMS) - pl.col("base_params")).round().cast(pl.Int64)
+        .alias("added_params"))
+    paired = paired_columns(fin, Metric.VAL_PPL).rename({"n_pairs_val_ppl": "n_pairs"})
     out = _assemble(runs, _counts(runs), [agg, paired], [
-        "n", "n_diverged", "added_params", "paper_added_params_m", "val_ppl", "val_ppl_ci95",
-        "val_bpb", "val_bpb_ci95", "d_val_ppl", "d_val_ppl_ci95", "p_val_ppl", "n_pairs",
+        "n", "n_diverged", "added_params", "paper_added_params_m", Metric.VAL_PPL, "val_ppl_ci95",
+        Metric.VAL_BPB, "val_bpb_ci95", "d_val_ppl", "d_val_ppl_ci95", "p_val_ppl", "n_pairs",
         "paper_ppl", "paper_d_ppl"], ("note_val_ppl",))
-    both = pl.col("val_ppl").is_not_null() & pl.col("paper_ppl").is_not_null()
+    both = pl.col(Metric.VAL_PPL).is_not_null() & pl.col("paper_ppl").is_not_null()
     ranked = (out.filter(both).with_columns(
-        pl.col("val_ppl").rank("average").over("setting_id").alias("rank"),
+        pl.col(Metric.VAL_PPL).rank("average").over("setting_id").alias("rank"),
         pl.col("paper_ppl").rank("average").over("setting_id").alias("paper_rank"))
         .select("setting_id", "variant", "rank", "paper_rank"))
     out = out.join(ranked, on=list(GROUP), how="left", maintain_order="left")
@@ -99,11 +101,12 @@ def table1(runs: pl.DataFrame) -> pl.DataFrame:
 def rank_agreement(runs: pl.DataFrame) -> pl.DataFrame:
     """Per setting: Spearman's rank correlation between our mean PPL and the paper's PPL over
     the variants that have both."""
-    t1 = table1(runs).filter(pl.col("val_ppl").is_not_null() & pl.col("paper_ppl").is_not_null())
+    t1 = table1(runs).filter(pl.col(Metric.VAL_PPL).is_not_null()
+                             & pl.col("paper_ppl").is_not_null())
     rows = []
     for (setting_id, setting), group in t1.group_by("setting_id", "setting",
                                                      maintain_order=True):
-        corr = spearman(group["val_ppl"].to_list(), group["paper_ppl"].to_list())
+        corr = spearman(group[Metric.VAL_PPL].to_list(), group["paper_ppl"].to_list())
         rows.append({"setting": setting, "n_variants": corr.n, "spearman_rho": corr.rho,
                      "p_value": corr.p_value, "note": corr.note, "setting_id": setting_id})
     return pl.DataFrame(rows, schema={
@@ -116,14 +119,15 @@ def table4(runs: pl.DataFrame) -> pl.DataFrame:
     ``f_attn`` and PPL, with the paired change of ``m_act`` and ``f_attn`` against the baseline,
     and the paper's numbers beside them."""
     fin = finished(runs)
-    metrics = ["gate_score.mean", "gate_score.frac_below_0.1", "m_act", "f_attn", "val_ppl"]
+    metrics = [Metric.GATE_SCORE_MEAN, Metric.GATE_SCORE_FRAC_BELOW_01, Metric.M_ACT,
+               Metric.F_ATTN, Metric.VAL_PPL]
     agg = summarise(fin, metrics)
-    paired = [paired_columns(fin, m).drop(f"n_pairs_{m}") for m in ("m_act", "f_attn")]
+    paired = [paired_columns(fin, m).drop(f"n_pairs_{m}") for m in (Metric.M_ACT, Metric.F_ATTN)]
     return _assemble(runs, _counts(runs).drop("n_diverged"), [agg.drop("n"), *paired], [
-        "n", "gate_score.mean", "gate_score.mean_ci95", "gate_score.frac_below_0.1",
-        "m_act", "m_act_ci95", "d_m_act", "d_m_act_ci95", "p_m_act",
-        "f_attn", "f_attn_ci95", "d_f_attn", "d_f_attn_ci95", "p_f_attn",
-        "val_ppl", "val_ppl_ci95", "paper_gate_score", "paper_m_act", "paper_f_attn",
+        "n", Metric.GATE_SCORE_MEAN, "gate_score.mean_ci95", Metric.GATE_SCORE_FRAC_BELOW_01,
+        Metric.M_ACT, "m_act_ci95", "d_m_act", "d_m_act_ci95", "p_m_act",
+        Metric.F_ATTN, "f_attn_ci95", "d_f_attn", "d_f_attn_ci95", "p_f_attn",
+        Metric.VAL_PPL, "val_ppl_ci95", "paper_gate_score", "paper_m_act", "paper_f_attn",
         "paper_ppl"], ("note_f_attn", "note_m_act"))
 
 
@@ -132,29 +136,39 @@ def stability(runs: pl.DataFrame) -> pl.DataFrame:
     spikes, spike score (summed excess over the rolling mean, nats) and the largest gradient
     norm, over finished and diverged runs, with paired changes against the baseline."""
     done = completed(runs)
-    metrics = ["loss_spikes", "spike_score", "max_grad_norm"]
+    metrics = [Metric.LOSS_SPIKES, Metric.SPIKE_SCORE, Metric.MAX_GRAD_NORM]
     agg = summarise(done, metrics).drop("n")
     extra = done.group_by(GROUP).agg(
-        pl.col("max_grad_norm").max().alias("max_grad_norm_max"),
+        pl.col(Metric.MAX_GRAD_NORM).max().alias("max_grad_norm_max"),
         pl.col("diverged_step").min().alias("first_diverged_step"))
-    paired = [paired_columns(done, m).drop(f"n_pairs_{m}") for m in ("spike_score",
-                                                                      "max_grad_norm")]
+    paired = [paired_columns(done, m).drop(f"n_pairs_{m}") for m in (Metric.SPIKE_SCORE,
+                                                                      Metric.MAX_GRAD_NORM)]
     base = _counts(runs).with_columns(
         pl.format("{}/{}", pl.col("n_diverged"), pl.col("n") + pl.col("n_diverged"))
         .alias("diverged"))
     return _assemble(runs, base, [agg, extra, *paired], [
-        "n", "n_diverged", "diverged", "first_diverged_step", "loss_spikes", "loss_spikes_ci95",
-        "spike_score", "spike_score_ci95", "d_spike_score", "p_spike_score", "max_grad_norm",
-        "max_grad_norm_ci95", "max_grad_norm_max", "d_max_grad_norm", "p_max_grad_norm"],
+        "n", "n_diverged", "diverged", "first_diverged_step", Metric.LOSS_SPIKES,
+        "loss_spikes_ci95", Metric.SPIKE_SCORE, "spike_score_ci95", "d_spike_score",
+        "p_spike_score", Metric.MAX_GRAD_NORM, "max_grad_norm_ci95", "max_grad_norm_max",
+        "d_max_grad_norm", "p_max_grad_norm"],
         ("note_spike_score", "note_max_grad_norm"), diverged=False)
+
+
+CONTEXT_GAP = "ctx4x_gap"
+"""The extrapolation gap's column: the loss at 4x the training length minus at 1x, per run."""
+
+
+def with_context_gap(runs: pl.DataFrame) -> pl.DataFrame:
+    """``runs`` with ``CONTEXT_GAP``."""
+    return runs.with_columns(
+        (pl.col(context_metric(4)) - pl.col(context_metric(1))).alias(CONTEXT_GAP))
 
 
 def long_context(runs: pl.DataFrame) -> pl.DataFrame:
     """Validation loss at 1x, 2x and 4x the training sequence length, and the extrapolation
     gap (loss at 4x minus loss at 1x, per run) with its paired change against the baseline."""
-    fin = finished(runs).with_columns(
-        (pl.col("val_loss_ctx4x") - pl.col("val_loss_ctx1x")).alias("ctx4x_gap"))
-    metrics = ["val_loss_ctx1x", "val_loss_ctx2x", "val_loss_ctx4x", "ctx4x_gap"]
+    fin = with_context_gap(finished(runs))
+    metrics = [context_metric(1), context_metric(2), context_metric(4), CONTEXT_GAP]
     agg = summarise(fin, metrics)
     paired = paired_columns(fin, "ctx4x_gap").drop("n_pairs_ctx4x_gap")
     return _assemble(runs, _counts(runs).drop("n_diverged"), [agg.drop("n"), paired], [

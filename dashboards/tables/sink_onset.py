@@ -9,6 +9,8 @@ from __future__ import annotations
 import polars as pl
 
 from gatelab.contract import SINK_HEAD_THRESHOLD
+from gatelab.dashboards.store.columns import layer_columns
+from gatelab.metrics import Metric
 
 SINK_ONSET_SCHEMA = {
     "variant": pl.Utf8, "seed": pl.Int64, "setting": pl.Utf8, "evaluations": pl.Int64,
@@ -23,8 +25,8 @@ def sink_onset(history: pl.DataFrame) -> pl.DataFrame:
     and which layer (null: never), and the largest share seen with its step."""
     if history.is_empty():
         return pl.DataFrame(schema=SINK_ONSET_SCHEMA)
-    points = history.filter(pl.col("metric").str.starts_with("sink_head_max.layer")
-                            & pl.col("value").is_not_nan())
+    sink_layers = layer_columns(history["metric"].unique().to_list(), Metric.SINK_HEAD_MAX)
+    points = history.filter(pl.col("metric").is_in(sink_layers) & pl.col("value").is_not_nan())
     rows = []
     for _, run in points.group_by("run_id", maintain_order=True):
         run = run.sort("step")

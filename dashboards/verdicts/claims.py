@@ -19,6 +19,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatelab.metrics import Metric
 from gatelab.registry.errors import Problem, SpecError
 from gatelab.registry.from_dict import Bound, bounded, from_dict
 from gatelab.registry.loader import plain_data
@@ -68,7 +69,7 @@ class Claim:
     reference: str = "baseline"
     """The variant compared against (``paired``, ``sink``, ``share``: whose gain is shared;
     ``lr-tolerance``)."""
-    metric: str = "val_loss"
+    metric: str = Metric.VAL_LOSS
     """A run-frame column (``val_loss``, ``m_act``, ``gate_score.mean``...)."""
     direction: Direction = Direction.LOWER
     scale: Scale = Scale.DIFFERENCE

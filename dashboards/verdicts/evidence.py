@@ -44,6 +44,7 @@ from gatelab.dashboards.tables.lr_tolerance import DEGRADED_MARGIN, lr_grid, lr_
 from gatelab.dashboards.tables.paper_tables import rank_agreement
 from gatelab.dashboards.verdicts.claims import Claim, ClaimKind, Scale
 from gatelab.dashboards.verdicts.text import difference_text, p_text, unit_text
+from gatelab.metrics import Metric
 from gatelab.verdict import Verdict
 
 LR_RATIO = "stable-LR ratio"
@@ -214,7 +215,7 @@ def sink(claim: Claim, unit: Unit) -> Evidence | None:
     if evidence is None:
         return None
     ref = finished(unit.runs).filter(pl.col("variant") == claim.reference)
-    head = ref["sink_head_max"].cast(pl.Float64).fill_nan(None).drop_nulls()
+    head = ref[Metric.SINK_HEAD_MAX].cast(pl.Float64).fill_nan(None).drop_nulls()
     if head.len():
         largest = float(head.mean())  # type: ignore[arg-type]
         if largest >= SINK_HEAD_THRESHOLD:
@@ -223,7 +224,7 @@ def sink(claim: Claim, unit: Unit) -> Evidence | None:
                f"{largest:.3f} on the first token (mean over runs; a sink head has >= "
                f"{SINK_HEAD_THRESHOLD}), so there is nothing to remove")
     else:
-        mean = ref["f_attn"].cast(pl.Float64).fill_nan(None).drop_nulls()
+        mean = ref[Metric.F_ATTN].cast(pl.Float64).fill_nan(None).drop_nulls()
         if not mean.len() or float(mean.mean()) >= SINK_MIN_F_ATTN:  # type: ignore[arg-type]
             return evidence
         why = (f"{claim.reference} forms no attention sink here (f_attn "
@@ -370,7 +371,7 @@ def lr_tolerance(claim: Claim, runs: pl.DataFrame, lr_setting_id: str) -> Eviden
                                                  "upwards"), lambda _: head, scale=LR_RATIO)
     lr = base["degraded_lr"]
     at_lr = runs.filter((pl.col("lr_setting_id") == lr_setting_id) & (pl.col("lr") == lr))
-    row = _pair(completed(at_lr), claim.variant, claim.reference, "val_loss",
+    row = _pair(completed(at_lr), claim.variant, claim.reference, Metric.VAL_LOSS,
                 Scale.DIFFERENCE)
     if row is None or row["diff"] is None:
         return None
@@ -433,8 +434,8 @@ def units(runs: pl.DataFrame) -> list[Unit]:
                         part))
     for gid in grids:
         grid = runs.filter(pl.col("lr_setting_id") == gid)
-        best = (finished(grid).group_by("variant", "lr").agg(pl.col("val_loss").mean())
-                .sort("val_loss").group_by("variant", maintain_order=True).first())
+        best = (finished(grid).group_by("variant", "lr").agg(pl.col(Metric.VAL_LOSS).mean())
+                .sort(Metric.VAL_LOSS).group_by("variant", maintain_order=True).first())
         picked = grid.join(best.select("variant", "lr"), on=["variant", "lr"], how="semi")
         picked = picked.with_columns(pl.lit(f"best:{gid}").alias("setting_id"))
         out.append(Unit(str(grid["lr_setting"][0]), f"best:{gid}", "best LR", None, picked))

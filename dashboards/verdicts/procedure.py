@@ -36,6 +36,7 @@ from gatelab.dashboards.stats.power import Power, power_analysis
 from gatelab.dashboards.stats.sequential import PROCEDURE, Design, decide
 from gatelab.dashboards.store.columns import DType
 from gatelab.dashboards.store.identity import split_variants
+from gatelab.dashboards.tables.paper_tables import with_context_gap
 from gatelab.dashboards.verdicts.claims import Claim, ClaimKind, load_claims
 from gatelab.dashboards.verdicts.evidence import TESTS, Evidence, lr_tolerance, ranking, units
 from gatelab.dashboards.verdicts.text import as_ratio, power_text
@@ -60,12 +61,6 @@ the claim's controls. ``mde``: the smallest |difference| (for a ratio: |log-rati
 with 80% power at this n at the corrected level; ``seeds_needed``: pairs (runs, for a
 one-sample test) that would decide the observed difference so; ``power_note``: why either is
 missing."""
-
-
-def _with_gap(runs: pl.DataFrame) -> pl.DataFrame:
-    """``runs`` with ``ctx4x_gap``: the loss at 4x the training length minus at 1x."""
-    return runs.with_columns(
-        (pl.col("val_loss_ctx4x") - pl.col("val_loss_ctx1x")).alias("ctx4x_gap"))
 
 
 @dataclass(frozen=True)
@@ -239,7 +234,7 @@ def verdicts(runs: pl.DataFrame, claims: Sequence[Claim] | None = None,
     """One row per claim and setting these runs can test (``VERDICT_SCHEMA``); ``claims``:
     ``load_claims()`` when ``None``; ``design``: decide the t-test claims sequentially."""
     claims = load_claims() if claims is None else claims
-    frame = _with_gap(runs)
+    frame = with_context_gap(runs)  # the ctx4x_gap claim's column
     records = (_sequential(frame, claims, design) if design is not None
                else _fixed(_rows(frame, claims)))
     order = {c.id: i for i, c in enumerate(claims)}

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from gatelab.contract import PlanState
+from gatelab.metrics import Metric
 from gatelab.runners.run.result import Progress, RunResult
 from gatelab.runners.sweep.plan import PlannedRun
 
@@ -173,9 +174,10 @@ class LiveView:
 
     def finished(self, p: PlannedRun, result: RunResult) -> None:
         self.done.add(p.run_hash)
-        val_loss = result.metric("val_loss")
-        detail = (f"val_loss {val_loss:.4f}" if val_loss is not None
-                  else result.cause or str(result.summary.get("divergence", "")))
+        summary = result.summary
+        val_loss = summary.val_loss if summary else None
+        detail = (f"{Metric.VAL_LOSS} {val_loss:.4f}" if val_loss is not None
+                  else result.cause or (summary.divergence if summary else None) or "")
         earlier = " (recorded by another process)" if result.skipped else ""
         self.out.event(f"{result.status.value:9s} {run_label(p)} {detail}{earlier} "
                        f"({len(self.done)}/{len(self.runs)})")

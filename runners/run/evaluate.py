@@ -1,16 +1,22 @@
 """Evaluation of a run's model: the validation loss (also by position, for contexts beyond
 the training length), the validation metrics logged from it, the measurements taken during
-training, and the final evaluation that makes a run's summary."""
+training, and the final evaluation that makes a run's summary (``RunSummary``)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
-from gatelab.contract import RunStatus
+from gatelab.metrics import (
+    DURING_TRAINING,
+    Metric,
+    context_metric,
+    parse_layer_metric,
+    position_metric,
+)
 from gatelab.model.transformer import GatedLM
+from gatelab.run_summary import RunSummary
 from gatelab.runners.data.batches import eval_batches
 from gatelab.runners.data.tokens import bits_per_byte
 from gatelab.runners.run.loop_state import LoopState
@@ -64,65 +70,68 @@ def evaluate_by_position(model: GatedLM, batches: list[tuple[torch.Tensor, torch
 
 
 def internals_during_training(internals: Internals) -> dict[str, float]:
-    """``f_attn``, ``m_act`` and the per-head sink metrics (mean and per layer) at an evaluation
-    step, so their history shows when a sink or a massive activation forms (all come from the
-    one explicit-probabilities pass); gate scores only at the end."""
-    metrics = internals.metrics()
-    during = ("f_attn", "m_act", "sink_head_max", "sink_heads_frac", "value_drain",
-              "resid_peak_first")
-    return {k: v for k, v in metrics.items() if k.split(".layer")[0] in during}
+    """The measurements logged at an evaluation step (``DURING_TRAINING``, mean and per
+    layer), so their history shows when a sink or a massive activation forms (all come from
+    the one explicit-probabilities pass); gate scores only at the end."""
+    return {name: value for name, value in internals.metrics().items()
+            if _measured(name) in DURING_TRAINING}
+
+
+def _measured(name: str) -> str:
+    """The measurement a metric name is of: ``f_attn`` for ``f_attn`` and ``f_attn.layer03``."""
+    layer = parse_layer_metric(name)
+    return layer[0] if layer else name
 
 
 def val_metrics(val_loss: float, bytes_per_token: float) -> dict[str, float]:
     """The validation loss (nats per token), its perplexity and its bits per byte."""
-    return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)),
-            "val_bpb": bits_per_byte(val_loss, bytes_per_token)}
+    return {Metric.VAL_LOSS: val_loss, Metric.VAL_PPL: math.exp(min(val_loss, 50.0)),
+            Metric.VAL_BPB: bits_per_byte(val_loss, bytes_per_token)}
 
 
 def final_evaluation(loop: LoopState, divergence: str | None, measure: list[torch.Tensor]
-                     ) -> tuple[dict[str, Any], Internals | None]:
+                     ) -> tuple[RunSummary, Internals | None]:
     """The summary of a run that ended (its numbers are its final step's metrics) and, for a
     run that did not diverge, its internals (``measure``: the fixed batches they are taken
     on): the validation loss at each ``long_context`` multiple of the training length (by
     position where the recipe asks), the validation metrics of the first, and the paper's
     measurements."""
-    r, data, step = loop.recipe, loop.data, loop.step
-    summary: dict[str, Any] = {
-        "status": RunStatus.DIVERGED.value if divergence else RunStatus.FINISHED.value,
-        "steps": step,
-        "loss_spikes": loop.spikes.count, "spike_score": loop.spikes.score,
-        "max_grad_norm": loop.max_grad_norm,
-        "train_time_s": loop.train_time_s, "params": loop.model.num_params(),
-        "vocab_size": loop.model.backbone.vocab_size,
-        "tokens": loop.tokens_seen,
+    r, data = loop.recipe, loop.data
+    metrics: dict[str, float] = {
+        Metric.STEPS: loop.step,
+        Metric.LOSS_SPIKES: loop.spikes.count, Metric.SPIKE_SCORE: loop.spikes.score,
+        Metric.MAX_GRAD_NORM: loop.max_grad_norm,
+        Metric.TRAIN_TIME_S: loop.train_time_s, Metric.PARAMS: loop.model.num_params(),
+        Metric.VOCAB_SIZE: loop.model.backbone.vocab_size,
+        Metric.TOKENS: loop.tokens_seen,
     }
     if loop.recent_losses:  # none where a stage only evaluates (steps: 0)
-        summary["train_loss_last20"] = sum(loop.recent_losses) / len(loop.recent_losses)
+        metrics[Metric.TRAIN_LOSS_LAST20] = sum(loop.recent_losses) / len(loop.recent_losses)
     internals = None
     if divergence:
-        summary.update(diverged_step=step, divergence=divergence)
+        metrics[Metric.DIVERGED_STEP] = loop.step
     else:
         for mult in r.long_context:
-            batch = max(1, r.batch_size // mult)
-            batches = eval_batches(data.val, batch, r.seq_len * mult, r.eval_batches,
-                                   loop.eot_id)
-            micro = max(1, loop.micro_batch // mult) if loop.micro_batch else None
-            if r.position_buckets:
-                loss, buckets = evaluate_by_position(loop.model, batches, loop.device,
-                                                     loop.numerics, r.position_buckets, micro)
-                summary[f"val_loss_ctx{mult}x"] = loss
-                summary.update({f"val_loss_ctx{mult}x.pos{b}": v for b, v in enumerate(buckets)})
-            else:
-                summary[f"val_loss_ctx{mult}x"] = evaluate(loop.model, batches, loop.device,
-                                                           loop.numerics, micro)
-        summary.update(val_metrics(summary[f"val_loss_ctx{r.long_context[0]}x"],
+            metrics.update(_long_context(loop, mult))
+        metrics.update(val_metrics(metrics[context_metric(r.long_context[0])],
                                    data.bytes_per_token["val"]))
         internals = loop.measure(measure)
-        summary.update(internals.metrics())
-    summary.update(loop.throughput())
-    return summary, internals
+        metrics.update(internals.metrics())
+    metrics.update(loop.throughput())
+    return RunSummary.from_metrics(metrics, divergence), internals
 
 
-def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The numbers of a run's summary, as metrics of its final step."""
-    return {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+def _long_context(loop: LoopState, mult: int) -> dict[str, float]:
+    """The validation loss of windows ``mult`` times the training length, and by position where
+    the recipe asks (``position_buckets``)."""
+    r = loop.recipe
+    batch = max(1, r.batch_size // mult)
+    batches = eval_batches(loop.data.val, batch, r.seq_len * mult, r.eval_batches, loop.eot_id)
+    micro = max(1, loop.micro_batch // mult) if loop.micro_batch else None
+    if not r.position_buckets:
+        return {context_metric(mult): evaluate(loop.model, batches, loop.device, loop.numerics,
+                                               micro)}
+    loss, buckets = evaluate_by_position(loop.model, batches, loop.device, loop.numerics,
+                                         r.position_buckets, micro)
+    return {context_metric(mult): loss,
+            **{position_metric(mult, b): v for b, v in enumerate(buckets)}}

@@ -27,6 +27,7 @@ import sys
 import torch
 from torch import nn
 
+from gatelab.metrics import Metric
 from gatelab.model.attention import Attention
 from gatelab.model.build import build_model, resolve_backbone
 from gatelab.model.ffn import MoE
@@ -113,10 +114,11 @@ def throughput_metrics(tokens_per_s: float, flops_per_token: float,
     """``tokens_per_s``, ``flops_per_token``, ``achieved_flops`` (FLOP/s) and, where the peak is
     known, ``mfu`` (a fraction)."""
     achieved = tokens_per_s * flops_per_token
-    out = {"tokens_per_s": tokens_per_s, "flops_per_token": flops_per_token,
-           "achieved_flops": achieved}
+    out: dict[str, float] = {Metric.TOKENS_PER_S: tokens_per_s,
+                             Metric.FLOPS_PER_TOKEN: flops_per_token,
+                             Metric.ACHIEVED_FLOPS: achieved}
     if peak is not None:
-        out["mfu"] = achieved / peak
+        out[Metric.MFU] = achieved / peak
     return out
 
 
@@ -124,7 +126,7 @@ def peak_memory_metrics(device: torch.device) -> dict[str, float]:
     """``peak_device_mem_gb`` (CUDA: the most allocated by tensors at once) or, on CPU,
     ``peak_rss_gb`` (the process's largest resident set, everything included); GB = 1e9 B."""
     if device.type == "cuda":
-        return {"peak_device_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9}
+        return {Metric.PEAK_DEVICE_MEM_GB: torch.cuda.max_memory_allocated(device) / 1e9}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     per_unit = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return {"peak_rss_gb": rss * per_unit / 1e9}
+    return {Metric.PEAK_RSS_GB: rss * per_unit / 1e9}

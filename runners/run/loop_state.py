@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gatelab.metrics import Metric
 from gatelab.model.build import build_model
 from gatelab.model.transformer import GatedLM
 from gatelab.registry.backbone import Backbone
@@ -166,4 +167,4 @@ class LoopState:
         else:
             tokens_per_s = self.tokens_seen / max(self.train_time_s, 1e-9)
         return {**throughput_metrics(tokens_per_s, self.flops_per_token, self.peak_flops),
-                **peak_memory_metrics(self.device), "measure_time_s": self.measure_time_s}
+                **peak_memory_metrics(self.device), Metric.MEASURE_TIME_S: self.measure_time_s}

@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from gatelab.contract import SINK_HEAD_THRESHOLD
+from gatelab.contract import SINK_HEAD_THRESHOLD, InternalsArray
+from gatelab.metrics import Metric, layer_metric
 from gatelab.model.attention import Attention
 from gatelab.model.transformer import GatedLM
 
@@ -118,10 +119,12 @@ class GateScoreStats:
                               self.below_01 + other.below_01, self.count + other.count,
                               [a + b for a, b in zip(self.hist, other.hist, strict=True)])
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[Metric, float]:
+        """The mean score and the fractions below 0.01 and 0.1, by metric."""
         n = max(self.count, 1)
-        return {"mean": self.total / n, "frac_below_0.01": self.below_001 / n,
-                "frac_below_0.1": self.below_01 / n}
+        return {Metric.GATE_SCORE_MEAN: self.total / n,
+                Metric.GATE_SCORE_FRAC_BELOW_001: self.below_001 / n,
+                Metric.GATE_SCORE_FRAC_BELOW_01: self.below_01 / n}
 
 
 @dataclass
@@ -161,14 +164,16 @@ class Internals:
         return [sink_heads_fraction(torch.tensor(heads, dtype=torch.float64))
                 for heads in self.f_attn_heads]
 
-    def per_head_layers(self) -> dict[str, list[float]]:
-        """The per-head sink metrics by name, per layer (empty when they were not measured)."""
+    def per_head_layers(self) -> dict[Metric, list[float]]:
+        """The per-head sink metrics, per layer (empty when they were not measured)."""
         if not self.f_attn_heads:
             return {}
-        return {"sink_head_max": self.sink_head_max, "sink_heads_frac": self.sink_heads_frac,
-                "value_drain": self.value_drain, "resid_peak_first": self.resid_peak_first}
+        return {Metric.SINK_HEAD_MAX: self.sink_head_max,
+                Metric.SINK_HEADS_FRAC: self.sink_heads_frac,
+                Metric.VALUE_DRAIN: self.value_drain,
+                Metric.RESID_PEAK_FIRST: self.resid_peak_first}
 
-    def gate_overall(self) -> dict[str, float] | None:
+    def gate_overall(self) -> dict[Metric, float] | None:
         if not self.gate_scores:
             return None
         total = GateScoreStats()
@@ -177,39 +182,41 @@ class Internals:
         return total.as_dict()
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric names for the tracking store."""
-        out: dict[str, float] = {"f_attn": self.f_attn_mean, "m_act": self.m_act_mean}
+        """The measurements as metrics (``gatelab.metrics``): each mean over layers and its
+        per-layer values."""
+        out: dict[str, float] = {Metric.F_ATTN: self.f_attn_mean, Metric.M_ACT: self.m_act_mean}
         for i, (f, m) in enumerate(zip(self.f_attn, self.m_act, strict=True)):
-            out[f"f_attn.layer{i:02d}"] = f
-            out[f"m_act.layer{i:02d}"] = m
+            out[layer_metric(Metric.F_ATTN, i)] = f
+            out[layer_metric(Metric.M_ACT, i)] = m
         for i, stats in enumerate(self.gate_scores):
-            for key, value in stats.as_dict().items():
-                out[f"gate_score.{key}.layer{i:02d}"] = value
-        for key, value in (self.gate_overall() or {}).items():
-            out[f"gate_score.{key}"] = value
-        for name, per_layer in self.per_head_layers().items():
-            out[name] = sum(per_layer) / len(per_layer)
+            for metric, value in stats.as_dict().items():
+                out[layer_metric(metric, i)] = value
+        for metric, value in (self.gate_overall() or {}).items():
+            out[metric] = value
+        for metric, per_layer in self.per_head_layers().items():
+            out[metric] = sum(per_layer) / len(per_layer)
             for i, value in enumerate(per_layer):
-                out[f"{name}.layer{i:02d}"] = value
+                out[layer_metric(metric, i)] = value
         return out
 
     def arrays(self) -> dict[str, Any]:
-        """What the metrics cannot hold, as numpy arrays for an ``.npz`` artifact:
-        ``gate_hist`` (gated layers, bins + 2), ``hist_edges``, ``attn_maps``, the per-layer
-        ``f_attn`` and ``m_act``, and ``f_attn_heads`` (layers, heads; (layers, 0) when not
-        measured)."""
+        """What the metrics cannot hold, as numpy arrays for the ``internals.npz`` artifact, by
+        key (``gatelab.contract.InternalsArray``, which describes each)."""
         import numpy as np
 
         out: dict[str, Any] = {
-            "f_attn": np.asarray(self.f_attn), "m_act": np.asarray(self.m_act),
-            "f_attn_heads": (np.asarray(self.f_attn_heads, dtype=np.float64)
-                             if self.f_attn_heads else np.zeros((len(self.f_attn), 0))),
-            "hist_edges": HIST_EDGES.numpy(),
-            "gate_hist": np.asarray([g.hist for g in self.gate_scores], dtype=np.int64
-                                    ).reshape(len(self.gate_scores), HIST_BINS + 2),
+            InternalsArray.F_ATTN: np.asarray(self.f_attn),
+            InternalsArray.M_ACT: np.asarray(self.m_act),
+            InternalsArray.F_ATTN_HEADS: (
+                np.asarray(self.f_attn_heads, dtype=np.float64) if self.f_attn_heads
+                else np.zeros((len(self.f_attn), 0))),
+            InternalsArray.HIST_EDGES: HIST_EDGES.numpy(),
+            InternalsArray.GATE_HIST: np.asarray([g.hist for g in self.gate_scores],
+                                                 dtype=np.int64
+                                                 ).reshape(len(self.gate_scores), HIST_BINS + 2),
         }
         if self.attn_maps is not None:
-            out["attn_maps"] = self.attn_maps.numpy()
+            out[InternalsArray.ATTN_MAPS] = self.attn_maps.numpy()
         return out
 
 

@@ -4,13 +4,13 @@ boundary from a sweep's workers to its driver)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from gatelab.contract import RunStatus
 from gatelab.model.transformer import GatedLM
+from gatelab.run_summary import RunSummary
 
 
 @dataclass
@@ -51,12 +51,9 @@ class RunResult:
     """``None`` when the run failed before its MLflow run existed."""
     run_hash: str
     status: RunStatus
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: RunSummary | None = None
+    """The final numbers of a run that finished or diverged; ``None`` for any other."""
     skipped: bool = False
     """True when the hash had already finished and nothing was trained."""
     cause: str | None = None
     """Why a failed run failed."""
-
-    def metric(self, key: str) -> float | None:
-        value = self.summary.get(key)
-        return float(value) if isinstance(value, int | float) else None

@@ -9,25 +9,15 @@ from typing import Any
 
 import torch
 
-from gatelab.contract import DONE_STATUSES, NO_VALUE, RunStatus, Tag
+from gatelab.contract import DONE_STATUSES, NO_VALUE, Artifact, RunStatus, Tag
 from gatelab.identity import IDENTITY_VERSION
 from gatelab.registry.schema import VariantSpec, architecture_dict, to_plain
+from gatelab.run_summary import RunSummary
 from gatelab.runners.data.tokens import TokenData
 from gatelab.runners.run.provenance import code_hash, git_state, node_name
 from gatelab.runners.run.result import RunResult
 from gatelab.runners.run.setting import RunSetting
 from gatelab.runners.run.tracking import RunTracker, flatten
-
-INTERNALS_ARTIFACT = "internals.npz"
-"""A finished run's gate-score histograms and attention maps (``Internals.arrays``)."""
-IDENTITY_ARTIFACT = "identity.json"
-"""What the run's hash hashes (``RunIdentity.document``)."""
-CONFIG_ARTIFACT = "config.json"
-"""The run's spec, recipe, backbone and numerics, as trained."""
-MODEL_ARTIFACT = "model.txt"
-"""The built model's modules and parameter count (``model_summary``)."""
-SUMMARY_ARTIFACT = "summary.json"
-"""The summary of a run that ended (``evaluate.final_evaluation``)."""
 
 
 def run_name(setting: RunSetting) -> str:
@@ -86,23 +76,24 @@ def record_start(tracker: RunTracker, setting: RunSetting, model: Any, data: Tok
     })
     if not first:
         return
-    tracker.log_json(CONFIG_ARTIFACT, {
+    tracker.log_json(Artifact.CONFIG, {
         "spec": to_plain(spec), "recipe": to_plain(recipe),
         "backbone": to_plain(model.backbone), "numerics": setting.numerics.as_dict()})
-    tracker.log_json(IDENTITY_ARTIFACT, setting.identity.document)
-    tracker.log_text(MODEL_ARTIFACT, model_summary(model))
+    tracker.log_json(Artifact.IDENTITY, setting.identity.document)
+    tracker.log_text(Artifact.MODEL, model_summary(model))
     tracker.log_dataset(data.corpus_name, data.corpus_hash, recipe.data.source, "train")
 
 
 def recorded_result(client: Any, uri: str, experiment: str, run_hash: str,
                     tags: dict[str, str] | None) -> RunResult | None:
     """The recorded result of a hash that finished or diverged (``tags`` added to its run),
-    else ``None``."""
+    else ``None``; its summary is read back from its latest metrics."""
     found = RunTracker.find(client, experiment, run_hash)
     if found is None or found.data.tags.get(Tag.STATUS) not in DONE_STATUSES:
         return None
     if tags:
         RunTracker(client, found.info.run_id, uri).set_tags(tags)
-    summary = dict(found.data.metrics.items())
+    summary = RunSummary.from_metrics(found.data.metrics, found.data.tags.get(Tag.DIVERGENCE),
+                                      strict=False)
     return RunResult(found.info.run_id, run_hash, RunStatus(found.data.tags[Tag.STATUS]),
                      summary, skipped=True)

@@ -17,13 +17,9 @@ from typing import Any
 
 import torch
 
-from gatelab.contract import RunStatus, Tag
+from gatelab.contract import Artifact, RunStatus, Tag
 from gatelab.identity import Lineage
 from gatelab.runners.run.tracking import RunTracker
-
-WEIGHTS_ARTIFACT = "final_weights.pt"
-"""A finished run's model ``state_dict`` (``torch.save``), where its recipe has
-``save_weights``."""
 
 
 class ParentError(RuntimeError):
@@ -66,15 +62,15 @@ def find_parent(client: Any, experiment: str, run_hash: str) -> Parent:
 def parent_weights(client: Any, parent: Parent) -> dict[str, torch.Tensor]:
     """The parent's final weights (on the CPU), or ``ParentError`` if it logged none."""
     names = {f.path for f in client.list_artifacts(parent.run_id)}
-    if WEIGHTS_ARTIFACT not in names:
+    if Artifact.WEIGHTS not in names:
         raise ParentError(
             f"continue_from {parent.lineage.run_hash}: its run {parent.run_id} finished without "
-            f"its final weights ({WEIGHTS_ARTIFACT}): it was trained without save_weights, "
+            f"its final weights ({Artifact.WEIGHTS}): it was trained without save_weights, "
             "which is not part of its identity, so it will not be trained again as it is. "
             f"Delete that run (mlflow runs delete --run-id {parent.run_id}), then rerun it with "
             "save_weights (a sweep with stages sets it for every run a stage continues from)")
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(parent.run_id, WEIGHTS_ARTIFACT, tmp)
+        path = client.download_artifacts(parent.run_id, Artifact.WEIGHTS, tmp)
         state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
     return state
 
@@ -93,8 +89,8 @@ def load_parent_weights(model: torch.nn.Module, state: dict[str, torch.Tensor],
 
 
 def log_weights(tracker: RunTracker, model: torch.nn.Module) -> None:
-    """Log ``model``'s weights as ``WEIGHTS_ARTIFACT`` of the tracker's run."""
+    """Log ``model``'s weights as the tracker's run's ``final_weights.pt``."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / WEIGHTS_ARTIFACT
+        path = Path(tmp) / Artifact.WEIGHTS
         torch.save(model.state_dict(), path)
         tracker.client.log_artifact(tracker.run_id, str(path))

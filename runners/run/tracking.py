@@ -33,8 +33,16 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from gatelab.contract import DONE_STATUSES, RunStatus, Tag, resolve_tracking_uri, sqlite_path
+from gatelab.contract import (
+    DONE_STATUSES,
+    Artifact,
+    RunStatus,
+    Tag,
+    resolve_tracking_uri,
+    sqlite_path,
+)
 from gatelab.experiment import ensure_experiment
+from gatelab.metrics import is_declared
 
 
 class TrackingError(RuntimeError):
@@ -206,11 +214,6 @@ class SystemMetrics:
                          self.run_id, err)
 
 
-ERROR_ARTIFACT = "error.txt"
-"""The latest failure's traceback (``RunTracker.fail``); removed when the run later finishes."""
-FAILURES_ARTIFACT = "failures.json"
-"""Every failure of a run, the latest first, each ``{"at": UTC time, "cause": ...}``; kept when
-the run later finishes, as its history."""
 MAX_CAUSE_CHARS = 5000
 """The longest failure cause kept in the ``gatelab.failure`` tag (MLflow's limit on a tag)."""
 ATTEMPT_TAGS = (Tag.FAILURE, Tag.INTERRUPTED_STEP, Tag.INTERRUPTED_BY)
@@ -318,11 +321,15 @@ class RunTracker:
 
     def metric(self, key: str, value: float, step: int) -> None:
         """Buffer one metric point, sent at the next ``flush``; dropped if ``key`` has a point
-        at ``step`` or after it already (see the class docstring)."""
+        at ``step`` or after it already (see the class docstring). ``key`` must be a name of
+        the contract (``gatelab.metrics``): a metric no reader declares is a ``ValueError``."""
+        if not is_declared(key):
+            raise ValueError(f"the metric {key!r} is not declared: add it to gatelab/metrics.py "
+                             "(Metric, or a naming rule) with its readers in READ_BY")
         if step <= self.recorded.get(key, -1):
             return
         self.recorded[key] = step
-        self._buffer.append(Metric(key, float(value), int(time.time() * 1000), step))
+        self._buffer.append(Metric(str(key), float(value), int(time.time() * 1000), step))
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         for key, value in values.items():
@@ -376,18 +383,18 @@ class RunTracker:
         code records that a run failed; a run that later finishes clears the tag and
         ``error.txt`` (``close``) and keeps the history."""
         at = datetime.now(UTC).isoformat(timespec="seconds")
-        self.log_json(FAILURES_ARTIFACT, [{"at": at, "cause": cause}, *self.failures()])
+        self.log_json(Artifact.FAILURES, [{"at": at, "cause": cause}, *self.failures()])
         self.set_tags({**(tags or {}), Tag.FAILURE: cause[:MAX_CAUSE_CHARS]})
         if detail:
-            self.log_text(ERROR_ARTIFACT, detail)
+            self.log_text(Artifact.ERROR, detail)
         self.close(RunStatus.FAILED, "FAILED")
 
     def failures(self) -> list[dict[str, str]]:
-        """The run's recorded failures, the latest first (``FAILURES_ARTIFACT``)."""
-        if FAILURES_ARTIFACT not in {f.path for f in self.client.list_artifacts(self.run_id)}:
+        """The run's recorded failures, the latest first (``failures.json``)."""
+        if Artifact.FAILURES not in {f.path for f in self.client.list_artifacts(self.run_id)}:
             return []
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(self.run_id, FAILURES_ARTIFACT, tmp)
+            path = self.client.download_artifacts(self.run_id, Artifact.FAILURES, tmp)
             history: list[dict[str, str]] = json.loads(Path(path).read_text())
         return history
 
@@ -415,8 +422,8 @@ class RunTracker:
         for tag in ATTEMPT_TAGS:
             if tag in tags:
                 self.client.delete_tag(self.run_id, tag)
-        if ERROR_ARTIFACT in {f.path for f in self.client.list_artifacts(self.run_id)}:
-            self._delete_artifact(ERROR_ARTIFACT)
+        if Artifact.ERROR in {f.path for f in self.client.list_artifacts(self.run_id)}:
+            self._delete_artifact(Artifact.ERROR)
 
     def _delete_artifact(self, name: str) -> None:
         """Delete the artifact ``name``; a store that refuses is a warning, never a failure."""

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from gatelab.contract import RunStatus, Tag
+from gatelab.contract import Artifact, RunStatus, Tag
+from gatelab.metrics import Metric
 from gatelab.registry.backbone import Backbone
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.data.batches import eval_batches
@@ -41,7 +42,6 @@ from gatelab.runners.run.evaluate import (
     evaluate,
     final_evaluation,
     internals_during_training,
-    summary_metrics,
     val_metrics,
 )
 from gatelab.runners.run.kill_points import KillPoint, reached
@@ -53,8 +53,6 @@ from gatelab.runners.run.recipe import EvalSchedule, Recipe
 from gatelab.runners.run.resources import Resources
 from gatelab.runners.run.result import EvalPoint, Progress, RunResult
 from gatelab.runners.run.run_record import (
-    INTERNALS_ARTIFACT,
-    SUMMARY_ARTIFACT,
     record_start,
     recorded_result,
     run_name,
@@ -188,9 +186,10 @@ def _run_loop(loop: LoopState, tracker: RunTracker, storage: Storage, stop: Stop
         loop.timed(r.batch_size * r.seq_len, time.perf_counter() - t0)
         step = loop.step
         tokens_per_s = loop.tokens_seen / max(loop.train_time_s, 1e-9)
-        tracker.metrics({"train_loss": loss, "lr": lr, "grad_norm": grad_norm}, step)
+        tracker.metrics({Metric.TRAIN_LOSS: loss, Metric.LR: lr, Metric.GRAD_NORM: grad_norm},
+                        step)
         if spike:
-            tracker.metric("loss_spike", loss, step)
+            tracker.metric(Metric.LOSS_SPIKE, loss, step)
         reached(KillPoint.STEPPED, step)
         assert loop.first_loss is not None
         divergence = diverged(loss, step, r.warmup_steps, loop.first_loss, r.divergence_margin)
@@ -217,15 +216,15 @@ def _run_loop(loop: LoopState, tracker: RunTracker, storage: Storage, stop: Stop
         loop.settled = True
     stop.check()
     summary, internals = final_evaluation(loop, divergence, measure)
-    tracker.metrics(summary_metrics(summary), loop.step)
+    tracker.metrics(summary.to_metrics(), loop.step)
     if internals is not None:
-        tracker.log_arrays(INTERNALS_ARTIFACT, internals.arrays())
+        tracker.log_arrays(Artifact.INTERNALS, internals.arrays())
     status = RunStatus.DIVERGED if divergence else RunStatus.FINISHED
     if divergence:
         tracker.set_tags({Tag.DIVERGED_STEP: str(loop.step), Tag.DIVERGENCE: divergence})
     elif r.save_weights:  # before the status: a finished run's weights are there to load
         log_weights(tracker, loop.model)
-    tracker.log_json(SUMMARY_ARTIFACT, summary)
+    tracker.log_json(Artifact.SUMMARY, {"status": status.value, **summary.as_dict()})
     tracker.flush()
     reached(KillPoint.FINAL_FLUSHED, loop.step)
     tracker.close(status, "FINISHED")

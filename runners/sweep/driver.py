@@ -22,6 +22,7 @@ from gatelab.contract import (
     RunStatus,
     sweep_tag,
 )
+from gatelab.metrics import Metric
 from gatelab.runners.run.capacity import free_memory
 from gatelab.runners.run.numerics import Numerics
 from gatelab.runners.run.result import RunResult
@@ -50,8 +51,8 @@ from gatelab.runners.sweep.plan import (
 )
 from gatelab.runners.sweep.spec import Sweep, get_sweep
 
-SUMMARY_KEYS = ("val_loss", "val_bpb", "f_attn", "m_act", "gate_score.mean", "loss_spikes",
-                "max_grad_norm")
+SUMMARY_KEYS = (Metric.VAL_LOSS, Metric.VAL_BPB, Metric.F_ATTN, Metric.M_ACT,
+                Metric.GATE_SCORE_MEAN, Metric.LOSS_SPIKES, Metric.MAX_GRAD_NORM)
 """The metrics of a sweep's summary rows."""
 
 

@@ -189,7 +189,7 @@ def _tell(study: Any, trial: Any, p: PlannedRun, result: RunResult) -> None:
 
     trial.set_user_attr("run_hash", p.run_hash)
     trial.set_user_attr("status", result.status.value)
-    val_loss = result.metric("val_loss")
+    val_loss = result.summary.val_loss if result.summary else None
     if result.status is RunStatus.FINISHED and val_loss is not None:
         study.tell(trial, val_loss)
     elif result.status is RunStatus.DIVERGED:
@@ -201,7 +201,7 @@ def _tell(study: Any, trial: Any, p: PlannedRun, result: RunResult) -> None:
 
 def _penalty(result: RunResult) -> float:
     """A diverged trial's value: a uniform predictor's loss (worse than any trained model)."""
-    vocab = result.metric("vocab_size") or 4096
+    vocab = result.summary.vocab_size if result.summary else 4096
     return math.log(vocab) + 1.0
 
 

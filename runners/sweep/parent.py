@@ -27,16 +27,13 @@ from typing import Any
 
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from gatelab.contract import DONE_STATUSES, RunStatus, Tag
+from gatelab.contract import DONE_STATUSES, Artifact, RunStatus, Tag
 from gatelab.registry.schema import to_plain
 from gatelab.runners.run.provenance import git_state
 from gatelab.runners.run.tracking import RunTracker
 from gatelab.runners.sweep.context import SweepContext
 from gatelab.runners.sweep.plan import PlannedRun
 from gatelab.runners.sweep.spec import Sweep
-
-PLAN_ARTIFACT = "plan.json"
-"""The parent's artifact holding its latest invocation's plan."""
 
 
 def parent_name(sweep_name: str) -> str:
@@ -78,7 +75,7 @@ class SweepParent:
         if commit != "unknown":
             tags["mlflow.source.git.commit"] = commit
         tracker.set_tags(tags)
-        tracker.log_json(PLAN_ARTIFACT, {"sweep": name, "definition": to_plain(sweep),
+        tracker.log_json(Artifact.PLAN, {"sweep": name, "definition": to_plain(sweep),
                                          "runs": [p.as_dict() for p in plan]})
         return cls(tracker)
 

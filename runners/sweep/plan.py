@@ -39,6 +39,7 @@ from gatelab.contract import (
 )
 from gatelab.dashboards.decide import load_frame
 from gatelab.identity import Lineage
+from gatelab.metrics import Metric
 from gatelab.registry.schema import VariantSpec
 from gatelab.runners.run.capacity import (
     CapacityError,
@@ -200,7 +201,7 @@ class RecordedRun:
     """The latest value of each metric asked for (``None``: not recorded)."""
 
 
-PLAN_METRICS = ("tokens_per_s",)
+PLAN_METRICS = (Metric.TOKENS_PER_S,)
 """The metrics a plan's estimate reads (``measured_tokens_per_s``)."""
 
 
@@ -325,7 +326,7 @@ def measured_tokens_per_s(recorded: dict[str, RecordedRun]) -> dict[tuple[str, s
     """Median training throughput of recorded runs, by (size preset, device type)."""
     by_size: dict[tuple[str, str], list[float]] = {}
     for run in recorded.values():
-        tps = run.metrics.get("tokens_per_s")
+        tps = run.metrics.get(Metric.TOKENS_PER_S)
         if tps and not math.isnan(tps) and run.size:
             by_size.setdefault((run.size, run.device or "cpu"), []).append(tps)
     return {key: sorted(v)[len(v) // 2] for key, v in by_size.items()}

@@ -19,6 +19,7 @@ import pytest
 
 from gatelab.cli.live_view import STATUS_EVERY_S, LiveView, TrainBar
 from gatelab.contract import PlanState, RunStatus
+from gatelab.run_summary import RunSummary
 from gatelab.runners.run.result import Progress, RunResult
 
 REPO = Path(__file__).resolve().parents[3]
@@ -55,8 +56,9 @@ def test_outside_a_terminal_each_event_is_a_line_and_status_comes_every_30_s() -
         if second >= 3:
             latest["h-g1-headwise"] = (100 + second, 200, 5.5)
         view.refresh(latest)
-    view.finished(runs[0], RunResult("r1", "h-baseline", RunStatus.FINISHED,
-                                     {"val_loss": 4.25}))
+    summary = RunSummary(steps=200, tokens=1600, params=10, vocab_size=512, loss_spikes=0,
+                         spike_score=0.0, max_grad_norm=1.0, train_time_s=9.0, val_loss=4.25)
+    view.finished(runs[0], RunResult("r1", "h-baseline", RunStatus.FINISHED, summary))
     view.finished(runs[1], RunResult(None, "h-g1-headwise", RunStatus.FAILED,
                                      cause="RuntimeError: boom"))
     view.close()

@@ -260,8 +260,8 @@ def test_a_run_on_a_sharded_folder_trains(tmp_path: Path) -> None:
                     work_dir=tmp_path / "work", experiment="test")
     result = train(load_variant("baseline"), recipe, res)
     assert result.status == "finished"
-    assert result.summary["val_loss"] < result.summary["train_loss_last20"] + 1.0
-    assert result.summary["val_loss"] < np.log(512)  # learned something beyond uniform
+    assert result.summary.val_loss < result.summary.train_loss_last20 + 1.0
+    assert result.summary.val_loss < np.log(512)  # learned something beyond uniform
     assert list((tmp_path / "work" / "cache").glob("store-*/index.json"))
     assert not list((tmp_path / "work" / "cache").glob("tokens-*.npz"))
 

@@ -59,7 +59,8 @@ def test_gate_score_stats_fractions() -> None:
     stats = GateScoreStats()
     stats.add(torch.tensor([0.005, 0.05, 0.5, 1.0]))
     assert stats.as_dict() == pytest.approx(
-        {"mean": (0.005 + 0.05 + 0.5 + 1.0) / 4, "frac_below_0.01": 0.25, "frac_below_0.1": 0.5}
+        {"gate_score.mean": (0.005 + 0.05 + 0.5 + 1.0) / 4, "gate_score.frac_below_0.01": 0.25,
+         "gate_score.frac_below_0.1": 0.5}
     )
 
 
@@ -90,7 +91,7 @@ def test_zero_queries_give_uniform_attention_and_gate_scores_are_collected() -> 
     assert internals.f_attn == pytest.approx([uniform] * len(model.blocks))
     assert len(internals.gate_scores) == len(model.blocks)
     overall = internals.gate_overall()
-    assert overall is not None and 0.0 < overall["mean"] < 1.0
+    assert overall is not None and 0.0 < overall["gate_score.mean"] < 1.0
     assert "gate_score.mean" in internals.metrics()
     arrays = internals.arrays()
     n_layers, n_heads = len(model.blocks), model.blocks[0].attn.n_heads

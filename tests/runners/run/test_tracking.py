@@ -20,11 +20,9 @@ from pathlib import Path
 import pytest
 
 from gatelab import experiment
-from gatelab.contract import RunStatus, Tag
+from gatelab.contract import Artifact, RunStatus, Tag
 from gatelab.runners.run import tracking
 from gatelab.runners.run.tracking import (
-    ERROR_ARTIFACT,
-    FAILURES_ARTIFACT,
     RunTracker,
     TrackingError,
     check_sqlite_store,
@@ -323,7 +321,7 @@ def test_every_failure_is_recorded_the_latest_first_and_a_finish_clears_them(
     assert client.get_run(again.run_id).data.tags[Tag.FAILURE] == "ValueError: bad corpus"
     assert [f["cause"] for f in again.failures()] == ["ValueError: bad corpus",
                                                       "RayError: the worker died"]
-    local = client.download_artifacts(again.run_id, ERROR_ARTIFACT, str(tmp_path / "dl"))
+    local = client.download_artifacts(again.run_id, Artifact.ERROR, str(tmp_path / "dl"))
     assert Path(local).read_text() == "train traceback"
 
     retried = RunTracker.open(client, uri, "exp", "baseline lr=0.003 seed=0", again.run_id)
@@ -340,7 +338,7 @@ def test_every_failure_is_recorded_the_latest_first_and_a_finish_clears_them(
     done = client.get_run(resumed.run_id)
     assert done.info.run_name == "baseline lr=0.003 seed=0"  # the placeholder is gone
     assert not {Tag.FAILURE, Tag.INTERRUPTED_STEP, Tag.INTERRUPTED_BY} & set(done.data.tags)
-    assert ERROR_ARTIFACT not in artifacts(resumed) and FAILURES_ARTIFACT in artifacts(resumed)
+    assert Artifact.ERROR not in artifacts(resumed) and Artifact.FAILURES in artifacts(resumed)
     assert len(resumed.failures()) == 2  # the history stays
 
 

@@ -124,7 +124,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path,
 
     resumed = train(spec, recipe, res)  # continues from the checkpoint at step 20
     assert resumed.status == "finished" and resumed.run_id == crashed.info.run_id
-    assert resumed.summary["val_loss"] == reference.summary["val_loss"]
+    assert resumed.summary.val_loss == reference.summary.val_loss
     ref_client = MlflowClient(ref_res.tracking_uri)
     ref_losses = {m.step: m.value for m in ref_client.get_metric_history(reference.run_id,
                                                                          "train_loss")}
@@ -160,7 +160,7 @@ def test_ctrl_c_checkpoints_and_the_same_call_resumes(tmp_path: Path, finished: 
     steps: list[int] = []
     resumed = train(spec, recipe, res, on_progress=lambda p: steps.append(p.step))
     assert steps[0] == 14  # the step boundary after the signal, checkpointed
-    assert resumed.summary["val_loss"] == reference.summary["val_loss"]
+    assert resumed.summary.val_loss == reference.summary.val_loss
     assert "gatelab.interrupted_step" not in client.get_run(resumed.run_id).data.tags
 
 
@@ -189,10 +189,10 @@ def test_an_absurd_learning_rate_ends_as_diverged_not_a_crash(tmp_path: Path) ->
     recipe = load_recipe("tiny", {**SHORT, "lr": 10.0})  # the largest LR a recipe allows
     result = train(load_variant("baseline"), recipe, res)
     assert result.status == "diverged"
-    assert 1 <= result.summary["diverged_step"] <= SHORT["steps"]
+    assert 1 <= result.summary.diverged_step <= SHORT["steps"]
     run = MlflowClient(res.tracking_uri).get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["gatelab.status"] == "diverged"
-    assert run.data.tags["gatelab.diverged_step"] == str(result.summary["diverged_step"])
+    assert run.data.tags["gatelab.diverged_step"] == str(result.summary.diverged_step)
 
 
 def test_an_unreachable_tracking_server_is_named(tmp_path: Path) -> None:

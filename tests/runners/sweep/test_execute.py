@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatelab.contract import PlanState, RunStatus, Tag
+from gatelab.contract import Artifact, PlanState, RunStatus, Tag
 from gatelab.registry.loader import load_variant
 from gatelab.runners.run.numerics import resolve_numerics
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.setting import resolve_setting
-from gatelab.runners.run.tracking import ERROR_ARTIFACT, RunTracker
+from gatelab.runners.run.tracking import RunTracker
 from gatelab.runners.sweep.context import SweepContext
 from gatelab.runners.sweep.execute import mark_failed
 from gatelab.runners.sweep.plan import PlannedRun
@@ -42,7 +42,7 @@ def test_every_failure_is_recorded_the_latest_first_and_a_done_run_is_left_alone
     tracker = RunTracker(ctx.client, found.info.run_id, ctx.uri)
     assert [f["cause"] for f in tracker.failures()] == ["RayTaskError: no space left",
                                                         "WorkerCrashedError: the worker died"]
-    error = ctx.client.download_artifacts(found.info.run_id, ERROR_ARTIFACT, str(tmp_path))
+    error = ctx.client.download_artifacts(found.info.run_id, Artifact.ERROR, str(tmp_path))
     assert Path(error).read_text() == "second traceback"
 
     tracker.set_tags({Tag.STATUS: RunStatus.FINISHED})

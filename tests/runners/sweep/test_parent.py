@@ -12,9 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_sweep import SHORT, run_cli, training_runs
 
-from gatelab.contract import SWEEP_TAG_PREFIX, Tag
+from gatelab.contract import SWEEP_TAG_PREFIX, Artifact, Tag
 from gatelab.dashboards.runs import load
-from gatelab.runners.sweep.parent import PLAN_ARTIFACT, SweepParent
+from gatelab.runners.sweep.parent import SweepParent
 from gatelab.runners.sweep.plan import recorded_runs
 
 PARENT_ID = "mlflow.parentRunId"
@@ -72,7 +72,7 @@ def test_a_sweep_nests_its_runs_under_one_parent(place: dict[str, str]) -> None:
     assert tags[Tag.SWEEP_PARENT] == "mini" and tags["mlflow.source.name"] == "gatelab sweep"
     assert Tag.RUN_HASH not in tags and not any(k.startswith(SWEEP_TAG_PREFIX) for k in tags)
     assert all(r.data.tags[PARENT_ID] == pid for r in runs)
-    plan = json.loads(Path(client.download_artifacts(pid, PLAN_ARTIFACT)).read_text())
+    plan = json.loads(Path(client.download_artifacts(pid, Artifact.PLAN)).read_text())
     assert plan["definition"]["description"] == "two quick runs, nested under one parent"
     assert {p["hash"] for p in plan["runs"]} == hashes
     assert {p["state"] for p in plan["runs"]} == {"to run"}
@@ -91,7 +91,7 @@ def test_a_sweep_nests_its_runs_under_one_parent(place: dict[str, str]) -> None:
     new_id = parent.info.run_id  # type: ignore[attr-defined]
     assert new_id != pid and parent.info.status == "FINISHED"  # type: ignore[attr-defined]
     assert all(client.get_run(r.info.run_id).data.tags[PARENT_ID] == new_id for r in runs)
-    plan = json.loads(Path(client.download_artifacts(new_id, PLAN_ARTIFACT)).read_text())
+    plan = json.loads(Path(client.download_artifacts(new_id, Artifact.PLAN)).read_text())
     assert {p["state"] for p in plan["runs"]} == {"done"}
 
     # A run of the sweep failed: the same parent, now FAILED.

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from gatelab.metrics import is_declared
 from gatelab.registry.loader import load_variant
+from gatelab.run_summary import RunSummary
 from gatelab.runners.run.recipe import load_recipe
 from gatelab.runners.run.resources import Resources
 from gatelab.runners.run.setting import resolve_setting
@@ -64,6 +66,10 @@ def test_every_measurement_is_in_mlflow(finished: tuple) -> None:
         assert key in metrics, key
         assert math.isfinite(metrics[key]), key
     assert "mfu" not in metrics and "peak_device_mem_gb" not in metrics  # a CPU has no peak
+    assert [k for k in metrics if not is_declared(k) and not k.startswith("system/")] == []
+    summary = RunSummary.from_metrics(metrics, strict=False)  # read back as a skipped rerun is
+    assert summary.to_metrics() == {k: v for k, v in metrics.items() if is_declared(k)
+                                    and k not in ("train_loss", "lr", "grad_norm", "loss_spike")}
     assert metrics["achieved_flops"] == pytest.approx(
         metrics["tokens_per_s"] * metrics["flops_per_token"])
     assert metrics["measure_time_s"] > 0

@@ -19,6 +19,8 @@ from pathlib import Path
 
 WIKI_VOCAB = 4096
 """The vocabulary of the ``tiny`` recipe's BPE on the built-in corpus (``data.vocab_size``)."""
+ROOT_ENV = "GATELAB_TESTS_BUILT_ONCE"
+"""Names the run's folder of builds (set by ``tests/conftest.py`` when the session starts)."""
 
 
 @dataclass(frozen=True)
@@ -77,3 +79,11 @@ def _build_store(folder: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+
+
+def this_run() -> BuiltOnce:
+    """The run's builds, for a test helper that is not a fixture (a fixture asks for
+    ``built_once``)."""
+    root = os.environ.get(ROOT_ENV)
+    assert root, f"${ROOT_ENV} is unset: tests/conftest.py sets it when the session starts"
+    return BuiltOnce(Path(root))

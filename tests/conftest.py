@@ -1,7 +1,8 @@
 """Suite-wide guards: nothing may reach the network (only loopback), and runs stay small. And
 what the suite builds once per run (``built_once.py``): a test that trains on the built-in
 corpus asks for ``work_dir`` (its data cache already there), one that records runs for
-``mlflow_uri`` (a migrated empty store), each a copy of its own."""
+``mlflow_uri`` (a migrated empty store), each a copy of its own; a helper that is not a fixture
+calls ``built_once.this_run()``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from built_once import BuiltOnce
+from built_once import ROOT_ENV, BuiltOnce
 
 _real_connect = socket.socket.connect
 
@@ -40,13 +41,15 @@ def no_network() -> Iterator[None]:
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
 
 
-@pytest.fixture(scope="session")
-def built_once(tmp_path_factory: pytest.TempPathFactory) -> BuiltOnce:
+@pytest.fixture(autouse=True, scope="session")
+def built_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltOnce]:
     """The run's shared builds: in the run's temporary folder, which every xdist worker's own
-    temporary folder sits in."""
+    temporary folder sits in; named in ``$GATELAB_TESTS_BUILT_ONCE`` for ``this_run()``."""
     base = tmp_path_factory.getbasetemp()
-    return BuiltOnce((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
-                     / "built-once")
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    os.environ[ROOT_ENV] = str(root)
+    yield BuiltOnce(root)
+    os.environ.pop(ROOT_ENV, None)
 
 
 @pytest.fixture()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from built_once import this_run
 from mlflow.tracking import MlflowClient
 
 from gatelab.metrics import is_declared
@@ -32,7 +33,10 @@ SHORT = {"steps": 40, "eval_every": 20, "checkpoint_every": 10, "warmup_steps": 
 
 
 def resources(tmp: Path, name: str = "run") -> Resources:
-    return Resources(threads=1, tracking_uri=f"sqlite:///{tmp / name}.db",
+    """A run's own store and work dir under ``tmp``, copies of the suite's migrated empty store
+    and the corpus's data cache (``tests/built_once.py``)."""
+    this_run().data_cache(tmp / name / "cache")
+    return Resources(threads=1, tracking_uri=this_run().mlflow_store(tmp / f"{name}.db"),
                      work_dir=tmp / name, experiment="test")
 
 

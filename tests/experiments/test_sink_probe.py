@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_sink_probe_writes_per_layer_attention_shares(tmp_path: Path) -> None:
     out = tmp_path / "probe.jsonl"
     cmd = [sys.executable, "experiments/sink_probe.py", "--out", str(out), "--steps", "6",

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 SHORT = ["--steps", "20", "--batch-size", "8", "--seq-len", "64", "--set", "eval_every=10",
          "--set", "eval_batches=2", "--set", "measure_batches=1", "--set", "warmup_steps=3"]
@@ -19,6 +21,7 @@ def train(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
          str(tmp_path / "work"), *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_train_prints_every_measurement(tmp_path: Path) -> None:
     result = train(tmp_path, "g1-elementwise", *SHORT)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -33,6 +36,7 @@ def test_train_prints_every_measurement(tmp_path: Path) -> None:
     assert "already recorded for this hash; nothing trained" in again.stdout
 
 
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_an_absurd_learning_rate_is_reported_as_diverged(tmp_path: Path) -> None:
     result = train(tmp_path, "baseline", *SHORT, "--lr", "10")
     assert result.returncode == 0

@@ -89,6 +89,7 @@ def test_no_progress_writes_plain_lines_in_a_terminal_too() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("work_dir")  # a copy of the corpus's data cache
 def test_a_real_sweep_logs_one_line_per_event_and_no_database_set_up(tmp_path: Path) -> None:
     """Two runs through Ray into a new store, stdout and stderr to pipes (no terminal, no
     --no-progress): the lines are counted."""

@@ -161,6 +161,7 @@ SHORT = {"steps": 16, "eval_every": 8, "checkpoint_every": 4, "warmup_steps": 2,
          "batch_size": 4, "seq_len": 32, "eval_batches": 1, "measure_batches": 1}
 
 
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_a_run_with_a_corrupt_checkpoint_restarts_from_step_0_into_its_mlflow_run(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spec, recipe = load_variant("baseline"), load_recipe("tiny", SHORT)

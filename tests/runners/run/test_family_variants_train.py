@@ -24,6 +24,7 @@ VARIANTS = sorted(s.id for s in load_all()
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("work_dir")  # a copy of the corpus's data cache
 def test_each_new_variant_finishes_20_steps(tmp_path: Path) -> None:
     assert len(VARIANTS) >= 11
     res = Resources(threads=1, tracking_uri=f"sqlite:///{tmp_path / 'runs'}.db",

@@ -82,6 +82,7 @@ def test_contenders_for_a_stale_lease_take_it_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_two_trains_of_one_hash_train_it_once(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "gatelab", "train", "baseline", "--steps", "30",

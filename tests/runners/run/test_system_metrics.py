@@ -30,6 +30,7 @@ def sampling_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == SYSTEM_METRICS_THREAD]
 
 
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_a_short_run_has_system_metrics_and_leaves_no_thread(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = Resources(threads=1, tracking_uri=uri, work_dir=tmp_path / "work", experiment="test")

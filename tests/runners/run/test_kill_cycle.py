@@ -57,6 +57,7 @@ def pairs(db: Path) -> dict[tuple[str, int], int]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_kills_at_every_point_of_the_cycle_record_each_metric_step_once(tmp_path: Path) -> None:
     checkpoints = tmp_path / "work" / "checkpoints"
     for point, step in CYCLE:

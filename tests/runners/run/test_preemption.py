@@ -57,6 +57,7 @@ def repeated_pairs(db: Path) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_sigterm_checkpoints_ends_killed_and_the_same_command_resumes(tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     proc = subprocess.Popen(command(tmp_path), cwd=REPO, env=env(), stdout=subprocess.PIPE,

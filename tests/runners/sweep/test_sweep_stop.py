@@ -71,6 +71,7 @@ def training_run(db: Path) -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_sigterm_to_the_driver_stops_its_runs_at_a_checkpoint_and_the_sweep_resumes(
         tmp_path: Path) -> None:
     (tmp_path / "sweeps.yaml").write_text(SWEEPS)
@@ -141,6 +142,7 @@ def stopped_checkpoint_step(checkpoints: Path) -> int | None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("work_dir", "mlflow_uri")  # copies: the data cache, a migrated store
 def test_sigterm_to_a_worker_checkpoints_its_run_and_ray_reruns_it_from_there(
         tmp_path: Path) -> None:
     (tmp_path / "sweeps.yaml").write_text(SWEEPS)

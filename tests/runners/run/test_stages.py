@@ -90,8 +90,8 @@ def test_a_stage_needs_its_parents_hashes() -> None:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> tuple[object, str]:
-    client, uri = RunTracker.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def store(mlflow_uri: str) -> tuple[object, str]:
+    client, uri = RunTracker.client_for(mlflow_uri)
     return client, uri
 
 

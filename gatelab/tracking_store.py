@@ -163,8 +163,9 @@ def _check_server(uri: str, where: str) -> None:
         return  # it answered
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
-        raise StoreError(f"nothing answers at {uri} ({where}: {_reason(reason)}): start the "
-                         "server (gatelab server --port N) or check the address") from None
+        raise StoreError(f"the MLflow tracking server {uri} is unreachable ({where}: "
+                         f"{_reason(reason)}); start it (gatelab server --port N) or check the "
+                         "address") from None
 
 
 def _check_database(uri: str, where: str, dialect: str) -> None:
@@ -186,8 +187,8 @@ def _check_database(uri: str, where: str, dialect: str) -> None:
     try:
         socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as err:
-        raise StoreError(f"nothing answers at {host}:{port} ({where}: {_reason(err)}): start "
-                         "the database or check the address") from None
+        raise StoreError(f"the database at {host}:{port} is unreachable ({where}: "
+                         f"{_reason(err)}); start it or check the address") from None
 
 
 def _reason(err: object) -> str:

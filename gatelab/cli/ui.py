@@ -21,8 +21,9 @@ def run(args: argparse.Namespace) -> int:
 
     from gatelab.cli.sweep_text import ui_link
     from gatelab.contract import resolve_tracking_uri, sqlite_path
-    from gatelab.tracking_server import serve
+    from gatelab.tracking_server import check_port, serve
 
+    check_port(args.port)  # before MLflow reads the store for the link
     uri = resolve_tracking_uri(args.tracking_uri)
     db = sqlite_path(uri)
     landing = ""

@@ -72,7 +72,7 @@ CASES: dict[str, Case] = {
         ("report", "t", "--tracking-uri", "sqlite:///none.db"), "no MLflow store at none.db"),
     "report where nothing listens": Case(
         ("report", "t", "--tracking-uri", "http://127.0.0.1:{port}"),
-        "nothing answers at http://127.0.0.1:{port} (--tracking-uri"),
+        "http://127.0.0.1:{port} is unreachable (--tracking-uri"),
     "report on MLflow's file store": Case(
         ("report", "t", "--tracking-uri", "file:///tmp/mlruns"),
         "--tracking-uri file:///tmp/mlruns: MLflow's file store"),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from built_once import BuiltOnce
 from mlflow.tracking import MlflowClient
 from test_sweep import _free_port, ray_env, stop_processes_under, wait_for
 
@@ -45,7 +46,7 @@ two-long:
   description: two runs long enough to lose a node under one
   variants: [baseline, g1-headwise]
   recipe: tiny
-  overrides: {SHORT % (300, 20)}
+  overrides: {SHORT % (100, 20)}
   seeds: [0]
 broken:
   description: a run that fails on its worker (an empty corpus)
@@ -74,14 +75,18 @@ class Cluster:
     second_pids: tuple[int, ...] = ()
 
 
-def _node_ids(gcs: str) -> list[str]:
-    code = (f"import json, ray; ray.init(address={gcs!r}, logging_level='ERROR'); "
-            "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))")
-    out = subprocess.run([sys.executable, "-c", code], env=ray_env(), capture_output=True,
-                         text=True, timeout=120)
-    if out.returncode != 0:  # the cluster is not answering yet: no node seen
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _node_ids(dashboard: str) -> list[str]:
+    """The live nodes' ids, from the dashboard's state API: one local HTTP request, where a
+    driver started to ask ``ray.nodes()`` takes seconds of imports and a connection."""
+    try:
+        with DIRECT.open(f"{dashboard}/api/v0/nodes?limit=100", timeout=10) as response:
+            nodes = json.load(response)["data"]["result"]["result"]
+    except (OSError, ValueError, KeyError):  # the cluster is not answering yet: no node seen
         return []
-    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+    return [n["node_id"] for n in nodes if n["state"] == "ALIVE"]
 
 
 def add_second_node(cluster: Cluster) -> None:
@@ -95,7 +100,7 @@ def add_second_node(cluster: Cluster) -> None:
     started = json.loads(proc.stdout.readline())
     cluster.second_id = started["node_id"]
     cluster.second_pids = tuple(started["pids"])
-    wait_for(lambda: cluster.second_id in _node_ids(cluster.gcs), 240, "the second node")
+    wait_for(lambda: cluster.second_id in _node_ids(cluster.dashboard), 240, "the second node")
 
 
 def remove_second_node(cluster: Cluster, hard: bool) -> None:
@@ -117,7 +122,8 @@ def remove_second_node(cluster: Cluster, hard: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def ray_cluster() -> Iterator[Cluster]:
+    """The head and a second node, for the module's tests; stopped after the last."""
     temp_dir = tempfile.mkdtemp(prefix="gl-rc-", dir="/tmp")  # short: Ray's socket paths
     port, dash = _free_port(), _free_port()
     start = subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", "1",
@@ -129,14 +135,22 @@ def cluster() -> Iterator[Cluster]:
     made = Cluster(gcs, f"http://127.0.0.1:{dash}", temp_dir, "")
     try:
         assert start.returncode == 0, start.stderr[-3000:]
-        wait_for(lambda: bool(_node_ids(gcs)), 240, "the head node")
-        made.head_id = _node_ids(gcs)[0]
+        wait_for(lambda: bool(_node_ids(made.dashboard)), 240, "the head node")
+        made.head_id = _node_ids(made.dashboard)[0]
         add_second_node(made)
         yield made
     finally:
         remove_second_node(made, hard=True)
         stop_processes_under(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture()
+def cluster(ray_cluster: Cluster) -> Cluster:
+    """The two-node cluster; a second node that a test took down is started again first."""
+    if ray_cluster.second is None:
+        add_second_node(ray_cluster)
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +218,10 @@ def training_runs(url: str, sweep: str | None = None) -> list[Any]:
 
 
 def test_a_sweep_submitted_to_two_nodes_records_everything_through_the_server(
-        cluster: Cluster, server: str, project: Path, tmp_path: Path) -> None:
+        cluster: Cluster, server: str, project: Path, tmp_path: Path,
+        built_once: BuiltOnce) -> None:
     storage = tmp_path / "shared"
+    built_once.data_cache(storage / "cache")
     command = (gatelab("sweep", "four", "--sweeps", "sweeps.yaml", "--tracking-uri", server,
                        "--storage", str(storage), "--no-progress") + " && " +
                gatelab("report", "four", "--tracking-uri", server, "--out", "report"))
@@ -275,10 +291,12 @@ def test_a_local_store_or_a_missing_storage_is_refused_on_two_nodes(
 
 
 def test_an_lr_search_submitted_again_resumes_its_study(cluster: Cluster, server: str,
-                                                         project: Path, tmp_path: Path) -> None:
+                                                         project: Path, tmp_path: Path,
+                                                         built_once: BuiltOnce) -> None:
     import optuna
 
     storage = tmp_path / "shared"
+    built_once.data_cache(storage / "cache")
     study_db = f"sqlite:///{storage / 'optuna.db'}"
     command = gatelab("sweep", "search", "--sweeps", "sweeps.yaml", "--tracking-uri", server,
                       "--storage", str(storage), "--no-progress")
@@ -308,8 +326,10 @@ def test_an_lr_search_submitted_again_resumes_its_study(cluster: Cluster, server
 
 
 def test_a_node_lost_mid_run_resumes_the_run_on_the_other_node(
-        cluster: Cluster, server: str, project: Path, tmp_path: Path) -> None:
+        cluster: Cluster, server: str, project: Path, tmp_path: Path,
+        built_once: BuiltOnce) -> None:
     storage = tmp_path / "shared"
+    built_once.data_cache(storage / "cache")
     log = open(tmp_path / "driver.log", "w")  # noqa: SIM115
     driver = subprocess.Popen(
         [sys.executable, "-m", "gatelab", "sweep", "two-long", "--sweeps",
@@ -330,12 +350,10 @@ def test_a_node_lost_mid_run_resumes_the_run_on_the_other_node(
                   if r.data.tags[Tag.NODE].startswith(cluster.second_id)]
         remove_second_node(cluster, hard=True)
         assert driver.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
-    finally:
+    finally:  # the second node stays down: the next test that needs it starts it again
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
         log.close()
-        if cluster.second is None:
-            add_second_node(cluster)
     runs = training_runs(server, "two-long")
     mine = [r for r in runs if r.data.tags[Tag.RUN_HASH] == lost.data.tags[Tag.RUN_HASH]]
     assert len(mine) == 1 and mine[0].info.run_id == lost.info.run_id  # one run for its hash
@@ -344,6 +362,6 @@ def test_a_node_lost_mid_run_resumes_the_run_on_the_other_node(
     assert resumed.data.tags[Tag.NODE].startswith(cluster.head_id)  # finished on the head
     history = MlflowClient(server).get_metric_history(resumed.info.run_id, "train_loss")
     steps = [m.step for m in history]
-    assert set(steps) == set(range(1, 301))
+    assert set(steps) == set(range(1, 101))
     assert steps.count(1) == 1  # resumed from its checkpoint, not restarted from step 1
     assert {r.data.tags[Tag.STATUS] for r in runs} == {"finished"} and len(runs) == 2

@@ -3,7 +3,7 @@ loopback) and ``gatelab server`` (the tracking server of a Ray cluster) both run
 
 It runs ``mlflow server`` with one worker and the job runner off
 (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``): about 0.5 GB and 9 s to start on 2 cores,
-against 2.8 GB and 25 s with the defaults (``shared/docs/stack.md``). It binds 127.0.0.1 (or the
+against 2.8 GB and 25 s with the defaults (measured on a 2-core machine). It binds 127.0.0.1 (or the
 host ``gatelab server --host`` names), waits until ``/health`` answers, prints the URL, and
 runs until interrupted.
 

@@ -1,4 +1,5 @@
-"""The paper's measurements, each defined as the paper defines it (``shared/docs/paper.md``).
+"""The paper's measurements, each defined as the paper defines it (Qiu et al. 2025, arXiv
+2505.06708).
 
 - ``f_attn``: the attention probability queries put on the first token of the sequence,
   averaged over heads and queries (query 0, which can only attend to itself, is excluded), per

@@ -1,5 +1,5 @@
 """Synthetic recorded runs with known numbers: as the raw tables a store reader returns, or
-logged into a real MLflow store the way ``runners/tracking.py`` logs them (tags, flattened
+logged into a real MLflow store the way ``runners/run/tracking.py`` logs them (tags, flattened
 params as strings, metrics with ``log_batch``); ``fill_store`` makes a store holding the runs
 of sweep ``t`` and every kind of run a loader must leave out or keep apart."""
 

@@ -14,8 +14,9 @@ own, holding the read end of a pipe whose only write end the driver holds. While
 lives, the watcher lists the driver's descendants every ``POLL_S`` (those still running from
 earlier lists stay on it); when the pipe closes (the driver ended, however it ended), it stops
 every listed process that still runs with the same start time (a pid reused since is left
-alone): SIGTERM, then SIGKILL after ``STOP_GRACE_S``. A run's worker that receives the SIGTERM stops at its next step boundary as
-after any SIGTERM (``runners/run/stop_signals.py``) if it can within the grace.
+alone): SIGTERM, then SIGKILL after ``STOP_GRACE_S``. A run's worker that receives the SIGTERM
+stops at its next step boundary, as after any SIGTERM (``runners/run/stop_signals.py``), if it
+can within the grace.
 """
 
 from __future__ import annotations

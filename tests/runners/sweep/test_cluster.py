@@ -129,6 +129,7 @@ def ray_cluster() -> Iterator[Cluster]:
     start = subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", "1",
                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
                             "--dashboard-agent-listen-port", str(_free_port()),
+                            "--ray-client-server-port", str(_free_port()),
                             "--temp-dir", temp_dir, "--disable-usage-stats"],
                            env=ray_env(), capture_output=True, text=True, timeout=180)
     gcs = f"127.0.0.1:{port}"

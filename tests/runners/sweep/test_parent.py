@@ -32,11 +32,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def place(tmp_path: Path) -> dict[str, str]:
+def place(tmp_path: Path, work_dir: Path, mlflow_uri: str) -> dict[str, str]:
+    """The sweeps file, a migrated empty store and a work dir holding the corpus's data cache."""
     sweeps = tmp_path / "sweeps.yaml"
     sweeps.write_text(SWEEPS)
-    return {"sweeps": str(sweeps), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "work": str(tmp_path / "work"), "tmp": str(tmp_path)}
+    return {"sweeps": str(sweeps), "uri": mlflow_uri, "work": str(work_dir), "tmp": str(tmp_path)}
 
 
 def the_parent(client: MlflowClient) -> object:

@@ -36,7 +36,7 @@ long:
   description: three longer runs, to be interrupted
   variants: [baseline, g1-headwise, g2-headwise]
   recipe: tiny
-  overrides: {SHORT % 150}
+  overrides: {SHORT % 60}
   seeds: [0]
 empty-corpus:
   description: a run that fails before its MLflow run would exist
@@ -69,12 +69,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def place(tmp_path: Path) -> dict[str, str]:
+def bare_place(tmp_path: Path) -> dict[str, str]:
+    """The sweeps file, and where the store and the work dir would be (neither exists yet)."""
     sweeps = tmp_path / "sweeps.yaml"
     (tmp_path / "empty.txt").write_text("\n\n")
     sweeps.write_text(SWEEPS.replace("EMPTY", str(tmp_path / "empty.txt")))
     return {"sweeps": str(sweeps), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "work": str(tmp_path / "work"), "tmp": str(tmp_path)}
+
+
+@pytest.fixture()
+def place(bare_place: dict[str, str], work_dir: Path, mlflow_uri: str) -> dict[str, str]:
+    """``bare_place`` with a migrated empty store and the built-in corpus's data cache."""
+    assert (mlflow_uri, str(work_dir)) == (bare_place["uri"], bare_place["work"])
+    return bare_place
 
 
 def ray_env() -> dict[str, str]:
@@ -216,7 +224,8 @@ def test_failures_are_never_quiet(place: dict[str, str]) -> None:
     assert "failed before (rerun with --retry-failed" in plan and "holds no text" in plan
 
 
-def test_a_bad_sweep_is_refused_before_anything_starts(place: dict[str, str]) -> None:
+def test_a_bad_sweep_is_refused_before_anything_starts(bare_place: dict[str, str]) -> None:
+    place = bare_place
     Path(place["sweeps"]).write_text("bad:\n  description: d\n  variants: [g1-headwize]\n")
     result = run_cli(place, "sweep", "bad", timeout=120)
     assert result.returncode == 2
@@ -379,21 +388,25 @@ def test_ray_job_submit_runs_a_sweep_on_a_started_cluster(place: dict[str, str])
     ray_bin = str(Path(sys.executable).parent / "ray")
     # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes max).
     ray_tmp = tempfile.mkdtemp(prefix="gl-ray-", dir="/tmp")
-    # The job agent's port is chosen free: Ray's default (52365) may be held by another Ray on
-    # the machine (a local sweep's), and then no agent takes the job.
-    start = subprocess.run([ray_bin, "start", "--head", "--port", "6391", "--num-cpus", "2",
-                            "--dashboard-host", "127.0.0.1", "--dashboard-port", "8275",
+    # Every port with a fixed default is chosen free: another Ray on the machine (a local
+    # sweep's, a test's running in parallel) may hold it; with the job agent's default (52365)
+    # held, no agent takes the job.
+    dashboard = _free_port()
+    start = subprocess.run([ray_bin, "start", "--head", "--port", str(_free_port()),
+                            "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
+                            "--dashboard-port", str(dashboard),
                             "--dashboard-agent-listen-port", str(_free_port()),
+                            "--ray-client-server-port", str(_free_port()),
                             "--temp-dir", ray_tmp], env=env, capture_output=True,
                            text=True, timeout=120)
     assert start.returncode == 0, start.stderr
     try:
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-        assert "127.0.0.1:8275" in listening
+        assert f"127.0.0.1:{dashboard}" in listening
         entry = " ".join(gatelab_args(place, "sweep", "mini")[1:])
         # The job runs the installed gatelab: no copy of the repository is needed.
         submit = subprocess.run(
-            [ray_bin, "job", "submit", "--address", "http://127.0.0.1:8275", "--",
+            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--",
              sys.executable, *entry.split()],
             env=env, capture_output=True, text=True, timeout=400)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]

@@ -65,3 +65,19 @@ def work_dir(tmp_path: Path, built_once: BuiltOnce) -> Path:
 def mlflow_uri(tmp_path: Path, built_once: BuiltOnce) -> str:
     """A migrated empty MLflow store of this test's own, ``tmp_path/mlflow.db``."""
     return built_once.mlflow_store(tmp_path / "mlflow.db")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that share a module- or session-scoped fixture of their own (a trained run, a
+    cluster, a recorded sweep) form one ``xdist_group``: under ``--dist loadgroup`` (what
+    ``scripts/test.sh`` runs) they go to one worker, which builds the fixture once. The group
+    is named after the first such fixture, by name; the suite-wide ones above are not counted."""
+    for item in items:
+        shared = sorted(
+            f"{defs[-1].baseid}::{name}"
+            for name, defs in item._fixtureinfo.name2fixturedefs.items()
+            if defs and defs[-1].scope in ("module", "session")
+            and defs[-1].baseid not in ("", "tests"))
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))

@@ -41,6 +41,7 @@ def gatelab(tmp_path: Path, *args: str, sets: list[str] | None = None
                           timeout=900)
 
 
+@pytest.mark.usefixtures("mlflow_uri")  # a copy of the migrated empty store
 def test_train_extend_and_yarn_stages_each_a_run_linked_to_its_parent(tmp_path: Path) -> None:
     result = gatelab(tmp_path, "sweep", "long-context", sets=TINY)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -22,6 +22,7 @@ REDUCED = ["overrides.size=tiny", "overrides.steps=40", "overrides.batch_size=4"
            "overrides.checkpoint_every=20", "resources.cpus=1", "resources.gpus=0"]
 
 
+@pytest.mark.usefixtures("mlflow_uri")  # a copy of the migrated empty store
 def test_sink_onset_watches_one_run_per_variant_at_log_spaced_steps(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [sys.executable, "-m", "gatelab", "sweep", "sink-onset", "--sweeps",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,17 +68,13 @@ def mlflow_uri(tmp_path: Path, built_once: BuiltOnce) -> str:
     return built_once.mlflow_store(tmp_path / "mlflow.db")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that share a module- or session-scoped fixture of their own (a trained run, a
-    cluster, a recorded sweep) form one ``xdist_group``: under ``--dist loadgroup`` (what
-    ``scripts/test.sh`` runs) they go to one worker, which builds the fixture once. The group
-    is named after the first such fixture, by name; the suite-wide ones above are not counted."""
-    for item in items:
-        shared = sorted(
-            f"{defs[-1].baseid}::{name}"
-            for name, defs in item._fixtureinfo.name2fixturedefs.items()
-            if defs and defs[-1].scope in ("module", "session")
-            and defs[-1].baseid not in ("", "tests"))
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
+    """Under pytest-xdist, where ``--dist loadfile`` (pyproject's addopts) runs each file on one
+    worker (so a file's module- or session-scoped fixture is built once per run), files go out
+    in the order of how many slow tests they hold, most first: the long end-to-end files start
+    early and the short ones fill in, so that no worker finishes a long file alone at the end.
+    A run in one process keeps the files' order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: each file's own order is kept

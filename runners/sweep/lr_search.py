@@ -90,7 +90,9 @@ def _recover_stale(study: Any) -> None:
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial({"lr": trial.params["lr"]}, user_attrs={"resumed_from": trial.number})
+        if "lr" in trial.params:  # killed before its LR was drawn: nothing to enqueue again
+            study.enqueue_trial({"lr": trial.params["lr"]},
+                                user_attrs={"resumed_from": trial.number})
 
 
 def _counted(study: Any) -> int:

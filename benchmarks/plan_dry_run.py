@@ -27,11 +27,10 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from load_runs import fill
+from load_runs import fill, timed
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "plan_dry_run.json"
 SWEEP = "smoke"
@@ -56,12 +55,6 @@ def client_scan(client: Any, experiment: str) -> dict[str, Any]:
         token = page.token
         if not token:
             return runs
-
-
-def timed(fn: Any) -> tuple[float, Any]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_ray import ray_env
 from mlflow.tracking import MlflowClient
 
 from gatelab.contract import LEFT_SWEEP, SWEEP_TAG_PREFIX, Tag
@@ -83,14 +84,6 @@ def place(bare_place: dict[str, str], work_dir: Path, mlflow_uri: str) -> dict[s
     """``bare_place`` with a migrated empty store and the built-in corpus's data cache."""
     assert (mlflow_uri, str(work_dir)) == (bare_place["uri"], bare_place["work"])
     return bare_place
-
-
-def ray_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
-               PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 def gatelab_args(place: dict[str, str], *args: str) -> list[str]:

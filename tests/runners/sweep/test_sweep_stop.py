@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from local_ray import ray_env
 from mlflow.tracking import MlflowClient
 
 from gatelab.contract import Tag
@@ -40,14 +41,6 @@ def command(tmp_path: Path, *more: str) -> list[str]:
     return [sys.executable, "-m", "gatelab", "sweep", "stoppable", "--sweeps",
             str(tmp_path / "sweeps.yaml"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
             "--work-dir", str(tmp_path / "work"), "--no-progress", *more]
-
-
-def ray_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled",
-               PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 def train_loss_steps(db: Path) -> list[int]:
